@@ -1,0 +1,37 @@
+"""The ASGI application: routes, shared state and the model warm-up at start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from starlette.applications import Starlette
+
+from gateway import api, health, twilio_routes
+from gateway.settings import Config
+from gateway.state import Gateway
+from pipeline.services import warm_up
+
+log = structlog.get_logger()
+
+
+def create_app(config: Config) -> Starlette:
+    gateway = Gateway.from_config(config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not config.settings.twilio.auth_token:
+            log.warning("twilio_signatures_off", hint="set TWILIO_AUTH_TOKEN to verify webhooks")
+        if not config.settings.api_key:
+            log.warning("api_key_unset", hint="set CALLGATE_API_KEY to use the /v1 API")
+        await warm_up(config.agents)
+        gateway.models_ready = True
+        yield
+        gateway.draining = True
+
+    app = Starlette(
+        routes=[*health.routes, *twilio_routes.routes, *api.routes], lifespan=lifespan
+    )
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,153 @@
+"""The call's writer: agent audio out in 20 ms frames, paced on a monotonic clock.
+
+Providers that buffer (Twilio, Plivo) may be sent ahead of real time, but never more than
+`lead_secs`, so a clear empties at most that much audio at the far end and barge-in stays crisp.
+Marks follow the audio they close; their futures say whether the caller heard it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.frames import CANONICAL_FRAME_BYTES, FRAME_MS
+
+FRAME_SECS = FRAME_MS / 1000
+
+
+class MediaSink(Protocol):
+    async def send_audio(self, pcm16k: bytes) -> None: ...
+    async def send_mark(self, name: str) -> None: ...
+    async def send_clear(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Mark:
+    name: str
+    heard: asyncio.Future[bool]
+    plays_at: float = 0.0
+    """When the far end should reach this mark (monotonic), set once it is sent."""
+
+
+@dataclass(slots=True)
+class _FirstFrame:
+    sent: asyncio.Future[float]
+
+
+class _Clear:
+    """Queue item: send the provider's clear."""
+
+
+_CLEAR = _Clear()
+
+
+class Playout:
+    def __init__(self, sink: MediaSink, lead_secs: float = 0.1):
+        self._sink = sink
+        self._lead = lead_secs
+        self._queue: deque[bytes | _Mark | _FirstFrame | _Clear] = deque()
+        self._partial = bytearray()
+        self._sent_marks: dict[str, _Mark] = {}
+        self._names = (f"m{n}" for n in itertools.count(1))
+        self._wakeup = asyncio.Event()
+        self._clock_start = 0.0
+        self._frames_on_clock = 0
+        self.frames_sent = 0
+
+    @property
+    def far_end_plays_until(self) -> float:
+        """Monotonic time at which the far end runs out of what was sent."""
+        return self._clock_start + self._frames_on_clock * FRAME_SECS
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._partial
+
+    def play(self, pcm: bytes) -> asyncio.Future[float]:
+        """Queue 16 kHz PCM; the future gets the monotonic time its first frame is sent."""
+        sent: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._flush_partial(pad=False)
+        self._queue.append(_FirstFrame(sent))
+        self._partial += pcm
+        self._flush_partial(pad=False)
+        self._wakeup.set()
+        return sent
+
+    def mark(self) -> asyncio.Future[bool]:
+        """Queue a mark after all audio so far (its last frame padded with silence)."""
+        heard: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._flush_partial(pad=True)
+        self._queue.append(_Mark(next(self._names), heard))
+        self._wakeup.set()
+        return heard
+
+    def clear(self) -> None:
+        """Drop everything queued and tell the far end to drop what it buffered."""
+        now = time.monotonic()
+        for item in self._queue:
+            if isinstance(item, _Mark):
+                item.heard.set_result(False)
+            elif isinstance(item, _FirstFrame):
+                item.sent.cancel()
+        self._queue.clear()
+        self._partial.clear()
+        for mark in self._sent_marks.values():
+            mark.heard.set_result(mark.plays_at <= now)
+        self._sent_marks.clear()
+        self._frames_on_clock = 0
+        self._clock_start = now
+        self._queue.append(_CLEAR)
+        self._wakeup.set()
+
+    def marked(self, name: str) -> None:
+        """The far end acknowledged a mark (marks of cleared audio are already settled)."""
+        mark = self._sent_marks.pop(name, None)
+        if mark is not None:
+            mark.heard.set_result(True)
+
+    async def run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            item = self._queue.popleft()
+            if isinstance(item, bytes):
+                await self._send_frame(item)
+            elif isinstance(item, _Clear):
+                await self._sink.send_clear()
+            elif isinstance(item, _FirstFrame):
+                if not item.sent.done():
+                    item.sent.set_result(time.monotonic())
+            else:
+                item.plays_at = self.far_end_plays_until
+                self._sent_marks[item.name] = item
+                await self._sink.send_mark(item.name)
+
+    async def _send_frame(self, frame: bytes) -> None:
+        now = time.monotonic()
+        if self.far_end_plays_until < now:
+            # The far end ran dry: restart the clock rather than bursting to catch up.
+            self._clock_start, self._frames_on_clock = now, 0
+        due = self.far_end_plays_until - self._lead
+        if due > now:
+            await asyncio.sleep(due - now)
+        self._frames_on_clock += 1
+        self.frames_sent += 1
+        await self._sink.send_audio(frame)
+
+    def _flush_partial(self, pad: bool) -> None:
+        whole = len(self._partial) - len(self._partial) % CANONICAL_FRAME_BYTES
+        for start in range(0, whole, CANONICAL_FRAME_BYTES):
+            self._queue.append(bytes(self._partial[start : start + CANONICAL_FRAME_BYTES]))
+        del self._partial[:whole]
+        if pad and self._partial:
+            self._partial += bytes(CANONICAL_FRAME_BYTES - len(self._partial))
+            self._queue.append(bytes(self._partial))
+            self._partial.clear()
+
+

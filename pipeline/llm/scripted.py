@@ -1,0 +1,57 @@
+"""The offline LLM: replies and tool calls chosen by keywords or regex from the agent file."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import AsyncIterator
+
+from pipeline.agent import Intent, ScriptedLLMConfig
+from pipeline.llm.base import LLMEvent, Message, TextDelta, ToolCall
+
+WORD = re.compile(r"[a-z0-9']+")
+
+
+class ScriptedLLM:
+    """Answers the latest caller turn with the first intent that matches it, else the fallback."""
+
+    def __init__(self, config: ScriptedLLMConfig, variables: dict[str, str] | None = None):
+        self._config = config
+        self._variables = variables or {}
+        self._patterns = [
+            re.compile(intent.regex, re.IGNORECASE) if intent.regex else None
+            for intent in config.intents
+        ]
+        self._call_ids = itertools.count(1)
+
+    def match(self, text: str) -> Intent | None:
+        lowered = text.lower()
+        words = set(WORD.findall(lowered))
+        for intent, pattern in zip(self._config.intents, self._patterns, strict=True):
+            if pattern is not None and pattern.search(text):
+                return intent
+            if any(_keyword_in(k.lower(), words, lowered) for k in intent.keywords):
+                return intent
+        return None
+
+    async def respond(self, context: list[Message]) -> AsyncIterator[LLMEvent]:
+        last_user = next((m.text for m in reversed(context) if m.role == "user"), "")
+        intent = self.match(last_user)
+        reply = intent.reply if intent else self._config.fallback
+        values = {**self._variables, "last_user_text": last_user}
+        for piece in re.findall(r"\S+\s*", _fill(reply, values)):
+            yield TextDelta(piece)
+        if intent and intent.tool:
+            arguments = {key: _fill(value, values) for key, value in intent.arguments.items()}
+            yield ToolCall(f"call_{next(self._call_ids)}", intent.tool, arguments)
+
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    """Fill `{name}` placeholders (call variables, `last_user_text`); unknown ones stay."""
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def _keyword_in(keyword: str, words: set[str], text: str) -> bool:
+    """A one-word keyword must be a whole word; a phrase must appear as written."""
+    return keyword in words if " " not in keyword else keyword in text

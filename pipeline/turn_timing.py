@@ -1,0 +1,34 @@
+"""Per-turn latency breakdown, from the end of the caller's speech to the first frame out."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+STAGES = ("turn_decided", "stt_done", "llm_first_token", "tts_first_audio", "first_frame_sent")
+
+
+@dataclass(slots=True)
+class TurnTimings:
+    """Monotonic timestamps (seconds); None where the stage did not happen (e.g. the greeting)."""
+
+    end_of_speech: float | None = None
+    turn_decided: float | None = None
+    stt_done: float | None = None
+    llm_first_token: float | None = None
+    tts_first_audio: float | None = None
+    first_frame_sent: float | None = None
+
+    def set_first_frame(self, sent: asyncio.Future[float]) -> None:
+        if not sent.cancelled() and sent.exception() is None:
+            self.first_frame_sent = sent.result()
+
+    def since_end_of_speech_ms(self) -> dict[str, float]:
+        """Each stage's time in ms after the end of speech (only stages that happened)."""
+        if self.end_of_speech is None:
+            return {}
+        return {
+            stage: round((value - self.end_of_speech) * 1000, 1)
+            for stage in STAGES
+            if (value := getattr(self, stage)) is not None
+        }
