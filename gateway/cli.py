@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--agent", help="agent name (?agent= on the webhook)")
     call.add_argument("--to", default="+15005550006")
     call.add_argument("--from", dest="from_", default="+15005550001")
+    call.add_argument("--call-sid", help="the provider's call id to use (default: random)")
     call.set_defaults(handler=_call)
     return parser
 
@@ -121,11 +122,11 @@ def _call(args: argparse.Namespace) -> int:
         to=args.to,
         from_=args.from_,
         agent=args.agent,
+        call_sid=args.call_sid,
     )
 
     def emit(event: dict) -> None:
         print(json.dumps(event), flush=True)
 
-    summary = asyncio.run(run_call(options, emit))
-    emit(summary)
+    summary = asyncio.run(run_call(options, emit))  # emit() printed the summary last
     return 0 if summary.get("call_id") else 1

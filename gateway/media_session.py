@@ -89,6 +89,10 @@ class WebSocketMediaSession:
             await self.websocket.send_text(self.protocol.send_audio(payload))
 
     async def send_mark(self, name: str) -> None:
+        """The mark follows all audio before it, including the resampler's held-back tail."""
+        tail = self.audio.flush_outbound()
+        if tail:
+            await self.websocket.send_text(self.protocol.send_audio(tail))
         await self.websocket.send_text(self.protocol.send_mark(name))
 
     async def send_clear(self) -> None:

@@ -48,10 +48,14 @@ _CLEAR = _Clear()
 class Playout:
     def __init__(self, sink: MediaSink, lead_secs: float = 0.1):
         self._sink = sink
-        self._lead = lead_secs
+        # A frame goes out at most this long before it starts to play, so that right after it
+        # is sent the far end holds no more than `lead_secs` (and never less than one frame).
+        self._ahead = max(lead_secs - FRAME_SECS, 0.0)
         self._queue: deque[bytes | _Mark | _FirstFrame | _Clear] = deque()
         self._partial = bytearray()
         self._sent_marks: dict[str, _Mark] = {}
+        self._awaiting_first_frame: list[asyncio.Future[float]] = []
+        self._clears = 0
         self._names = (f"m{n}" for n in itertools.count(1))
         self._wakeup = asyncio.Event()
         self._clock_start = 0.0
@@ -90,14 +94,18 @@ class Playout:
         now = time.monotonic()
         for item in self._queue:
             if isinstance(item, _Mark):
-                item.heard.set_result(False)
+                _settle(item.heard, False)
             elif isinstance(item, _FirstFrame):
                 item.sent.cancel()
         self._queue.clear()
         self._partial.clear()
+        for sent in self._awaiting_first_frame:
+            sent.cancel()
+        self._awaiting_first_frame.clear()
         for mark in self._sent_marks.values():
-            mark.heard.set_result(mark.plays_at <= now)
+            _settle(mark.heard, mark.plays_at <= now)
         self._sent_marks.clear()
+        self._clears += 1
         self._frames_on_clock = 0
         self._clock_start = now
         self._queue.append(_CLEAR)
@@ -107,7 +115,7 @@ class Playout:
         """The far end acknowledged a mark (marks of cleared audio are already settled)."""
         mark = self._sent_marks.pop(name, None)
         if mark is not None:
-            mark.heard.set_result(True)
+            _settle(mark.heard, True)
 
     async def run(self) -> None:
         while True:
@@ -121,8 +129,7 @@ class Playout:
             elif isinstance(item, _Clear):
                 await self._sink.send_clear()
             elif isinstance(item, _FirstFrame):
-                if not item.sent.done():
-                    item.sent.set_result(time.monotonic())
+                self._awaiting_first_frame.append(item.sent)
             else:
                 item.plays_at = self.far_end_plays_until
                 self._sent_marks[item.name] = item
@@ -133,11 +140,19 @@ class Playout:
         if self.far_end_plays_until < now:
             # The far end ran dry: restart the clock rather than bursting to catch up.
             self._clock_start, self._frames_on_clock = now, 0
-        due = self.far_end_plays_until - self._lead
+        due = self.far_end_plays_until - self._ahead
         if due > now:
+            clears = self._clears
             await asyncio.sleep(due - now)
+            if clears != self._clears:
+                return  # cleared while waiting: this frame is no longer wanted
         self._frames_on_clock += 1
         self.frames_sent += 1
+        if self._awaiting_first_frame:
+            sent_at = time.monotonic()
+            for sent in self._awaiting_first_frame:
+                _settle(sent, sent_at)
+            self._awaiting_first_frame.clear()
         await self._sink.send_audio(frame)
 
     def _flush_partial(self, pad: bool) -> None:
@@ -151,3 +166,7 @@ class Playout:
             self._partial.clear()
 
 
+def _settle(future: asyncio.Future, result: object) -> None:
+    """Resolve a future unless its awaiter gave up on it (cancelled it) already."""
+    if not future.done():
+        future.set_result(result)

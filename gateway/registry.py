@@ -58,11 +58,11 @@ class CallRegistry:
         return record
 
     def get(self, call_id: str) -> CallRecord | None:
-        return self._calls.get(call_id)
+        return self._unexpired(self._calls.get(call_id))
 
     def by_provider_call_id(self, provider_call_id: str) -> CallRecord | None:
         call_id = self._by_provider_id.get(provider_call_id)
-        return self._calls.get(call_id) if call_id else None
+        return self._unexpired(self._calls.get(call_id)) if call_id else None
 
     def link(self, record: CallRecord, provider_call_id: str) -> None:
         record.provider_call_id = provider_call_id
@@ -74,6 +74,12 @@ class CallRegistry:
 
     def active_count(self) -> int:
         return sum(1 for r in self._calls.values() if r.status in ("ringing", "in-progress"))
+
+    def _unexpired(self, record: CallRecord | None) -> CallRecord | None:
+        """The record unless it finished longer than the TTL ago (swept on the next add)."""
+        if record and record.ended_at and record.ended_at < time.time() - self._ttl:
+            return None
+        return record
 
     def _expire(self) -> None:
         horizon = time.time() - self._ttl

@@ -48,7 +48,7 @@ def issue_call_token(
 
 
 def verify_call_token(secret: str, token: str | None, now: float | None = None) -> CallClaims:
-    if not token or token.count(".") != 1 or len(token) > 1024:
+    if not token or token.count(".") != 1 or len(token) > 1024 or not token.isascii():
         raise InvalidToken("missing or malformed call token")
     body, mac = token.split(".")
     if not hmac.compare_digest(mac, _mac(secret, body)):

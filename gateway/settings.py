@@ -128,7 +128,7 @@ def load_config(path: Path | None = None) -> Config:
     """Read, expand, override and validate the service config and its agents."""
     path = path or Path(os.environ.get("CALLGATE_CONFIG") or DEFAULT_CONFIG)
     data = read_yaml(path)
-    _apply_environment(data)
+    _apply_environment(data, path)
     settings = validate(Settings, data, path)
     agents_dir = (path.parent / settings.agents_dir).resolve()
     agents = load_agents(agents_dir)
@@ -153,7 +153,7 @@ def load_agents(directory: Path) -> dict[str, AgentConfig]:
     return agents
 
 
-def _apply_environment(data: dict[str, Any]) -> None:
+def _apply_environment(data: dict[str, Any], path: Path) -> None:
     for variable, keys in ENVIRONMENT_KEYS.items():
         value = os.environ.get(variable)
         if not value:
@@ -164,5 +164,5 @@ def _apply_environment(data: dict[str, Any]) -> None:
                 section[key] = {}
             section = section[key]
             if not isinstance(section, dict):
-                raise ConfigError(f"{key} must be a mapping of keys")
+                raise ConfigError(f"{path}: {key}: must be a mapping of keys (for {variable})")
         section[keys[-1]] = value

@@ -46,6 +46,7 @@ class CallOptions:
     to: str = "+15005550006"
     from_: str = "+15005550001"
     agent: str | None = None
+    call_sid: str | None = None
     quiet_secs: float = 0.6
     greeting_timeout: float = 15.0
     answer_timeout: float = 15.0
@@ -108,7 +109,7 @@ async def run_call(options: CallOptions, emit: Emit) -> dict[str, Any]:
     auth_token = env.get("TWILIO_AUTH_TOKEN") if options.auth_token is None else options.auth_token
     api_key = env.get("CALLGATE_API_KEY") if options.api_key is None else options.api_key
     event = EventLog(emit)
-    dialect = TwilioDialect(auth_token or None, options.to, options.from_)
+    dialect = TwilioDialect(auth_token or None, options.to, options.from_, options.call_sid)
     summary: dict[str, Any] = {
         "call_id": None,
         "status": "failed",

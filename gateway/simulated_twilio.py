@@ -56,11 +56,13 @@ class TwilioDialect:
 
     name = "twilio"
 
-    def __init__(self, auth_token: str | None, to: str, from_: str) -> None:
+    def __init__(
+        self, auth_token: str | None, to: str, from_: str, call_sid: str | None = None
+    ) -> None:
         self._validator = RequestValidator(auth_token) if auth_token else None
         self.to, self.from_ = to, from_
         self.account_sid = new_sid("AC")
-        self.call_sid = new_sid("CA")
+        self.call_sid = call_sid or new_sid("CA")
         self.stream_sid = new_sid("MZ")
         self._sequence = 0
 

@@ -22,15 +22,20 @@ class ScriptedLLM:
             re.compile(intent.regex, re.IGNORECASE) if intent.regex else None
             for intent in config.intents
         ]
+        self._keywords = [
+            [words for k in intent.keywords if (words := _words(k)).strip()]
+            for intent in config.intents
+        ]
         self._call_ids = itertools.count(1)
 
     def match(self, text: str) -> Intent | None:
-        lowered = text.lower()
-        words = set(WORD.findall(lowered))
-        for intent, pattern in zip(self._config.intents, self._patterns, strict=True):
+        heard = _words(text)
+        for intent, pattern, keywords in zip(
+            self._config.intents, self._patterns, self._keywords, strict=True
+        ):
             if pattern is not None and pattern.search(text):
                 return intent
-            if any(_keyword_in(k.lower(), words, lowered) for k in intent.keywords):
+            if any(keyword in heard for keyword in keywords):
                 return intent
         return None
 
@@ -52,6 +57,7 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def _keyword_in(keyword: str, words: set[str], text: str) -> bool:
-    """A one-word keyword must be a whole word; a phrase must appear as written."""
-    return keyword in words if " " not in keyword else keyword in text
+def _words(text: str) -> str:
+    """Lower-case words between single spaces, padded, so that `" hang up " in _words(turn)`
+    matches whole words only ("change up" does not say "hang up")."""
+    return " " + " ".join(WORD.findall(text.lower())) + " "

@@ -74,9 +74,9 @@ def test_default_agent_greets_answers_and_hangs_up_through_rest(
     gateway: Server, fake_twilio, tmp_path: Path
 ):
     prompts = {p.name: p for p in asterisk_prompts()}
-    call = start_call(
-        gateway, [prompts["hours"].wav, prompts["vm-goodbye"].wav], "--out", str(tmp_path / "o.wav")
-    )
+    live = fake_twilio.add_call()
+    wavs = [prompts["hours"].wav, prompts["vm-goodbye"].wav]
+    call = start_call(gateway, wavs, "--out", str(tmp_path / "o.wav"), "--call-sid", live.sid)
     events = finish_call(call)
     summary = events[-1]
     answers = said_by(summary, "assistant")
@@ -84,11 +84,9 @@ def test_default_agent_greets_answers_and_hangs_up_through_rest(
     assert "open from nine" in answers[1]  # the "hours" intent matched the caller's words
     assert answers[-1] == "Thank you for calling. Goodbye!"
     assert summary["hangup_by"] == "agent"
-    hangups = [
-        r for r in fake_twilio.requests
-        if r.method == "POST" and r.path.endswith(".json") and r.form.get("Status") == "completed"
-    ]
-    assert hangups, "the agent's hang-up did not reach Twilio's REST API"
+    hangups = [r for r in fake_twilio.requests if r.path.endswith(f"/Calls/{live.sid}.json")]
+    assert [r.form for r in hangups] == [{"Status": "completed"}]
+    assert fake_twilio.calls[live.sid].status == "completed"
 
 
 def _voiced_seconds(path: Path) -> float:
