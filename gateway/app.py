@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import structlog
 from starlette.applications import Starlette
 
-from gateway import api, health, twilio_routes
+from gateway import api, health, plivo_routes, twilio_routes
 from gateway.settings import Config
 from gateway.state import Gateway
 from pipeline.services import warm_up
@@ -23,6 +23,8 @@ def create_app(config: Config) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not config.settings.twilio.auth_token:
             log.warning("twilio_signatures_off", hint="set TWILIO_AUTH_TOKEN to verify webhooks")
+        if not config.settings.plivo.auth_token:
+            log.warning("plivo_signatures_off", hint="set PLIVO_AUTH_TOKEN to verify webhooks")
         if not config.settings.api_key:
             log.warning("api_key_unset", hint="set CALLGATE_API_KEY to use the /v1 API")
         await warm_up(config.agents)
@@ -30,8 +32,7 @@ def create_app(config: Config) -> Starlette:
         yield
         gateway.draining = True
 
-    app = Starlette(
-        routes=[*health.routes, *twilio_routes.routes, *api.routes], lifespan=lifespan
-    )
+    routes = [*health.routes, *twilio_routes.routes, *plivo_routes.routes, *api.routes]
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
     return app

@@ -118,8 +118,8 @@ class Call:
     def mark(self) -> asyncio.Future[bool]:
         return self.playout.mark()
 
-    def clear(self) -> None:
-        self.playout.clear()
+    def clear(self) -> float:
+        return self.playout.clear()
 
     async def hang_up(self) -> None:
         self.record.hangup_by = self.record.hangup_by or "agent"

@@ -117,7 +117,6 @@ def _call(args: argparse.Namespace) -> int:
         out=args.out,
         barge_in_at=args.barge_in_at,
         hangup_after=args.hangup_after,
-        auth_token=os.environ.get("TWILIO_AUTH_TOKEN"),
         api_key=os.environ.get("CALLGATE_API_KEY"),
         to=args.to,
         from_=args.from_,

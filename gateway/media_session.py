@@ -49,18 +49,19 @@ class WebSocketMediaSession:
             return [CallStopped("disconnected")]
         text = message.get("text")
         if text is None:  # a binary frame: neither provider sends one
-            self.ignored_messages += 1
-            log.warning("media_message_ignored", error="binary frame")
-            return []
+            return self._ignore("binary frame")
         try:
             return self.protocol.receive_text(text)
         except ProtocolError as exc:
             if getattr(exc, "fatal", True):
                 raise CallEnded(str(exc)) from exc
-            self.ignored_messages += 1
-            if self.ignored_messages <= 5:  # a flood of bad messages must not flood the log
-                log.warning("media_message_ignored", error=str(exc))
-            return []
+            return self._ignore(str(exc))
+
+    def _ignore(self, error: str) -> list[Event]:
+        self.ignored_messages += 1
+        if self.ignored_messages <= 5:  # a flood of bad messages must not flood the log
+            log.warning("media_message_ignored", error=error)
+        return []
 
     async def events(self) -> AsyncIterator[Event]:
         """Inbound events until the stream stops; a fatal protocol error stops it too."""
@@ -96,4 +97,5 @@ class WebSocketMediaSession:
         await self.websocket.send_text(self.protocol.send_mark(name))
 
     async def send_clear(self) -> None:
+        self.audio.flush_outbound()  # drop the cleared audio the resampler still holds
         await self.websocket.send_text(self.protocol.send_clear())

@@ -89,9 +89,15 @@ class Playout:
         self._wakeup.set()
         return heard
 
-    def clear(self) -> None:
-        """Drop everything queued and tell the far end to drop what it buffered."""
+    def clear(self) -> float:
+        """Drop everything queued, tell the far end to drop what it buffered.
+
+        Returns the seconds of agent audio the caller will never hear.
+        """
         now = time.monotonic()
+        unsent = sum(1 for item in self._queue if isinstance(item, bytes)) * FRAME_SECS
+        dropped = unsent + len(self._partial) / (CANONICAL_FRAME_BYTES / FRAME_SECS)
+        dropped += max(0.0, self.far_end_plays_until - now)
         for item in self._queue:
             if isinstance(item, _Mark):
                 _settle(item.heard, False)
@@ -110,6 +116,7 @@ class Playout:
         self._clock_start = now
         self._queue.append(_CLEAR)
         self._wakeup.set()
+        return dropped
 
     def marked(self, name: str) -> None:
         """The far end acknowledged a mark (marks of cleared audio are already settled)."""

@@ -26,3 +26,8 @@ def stream_url(gateway: Gateway, connection: HTTPConnection, path: str) -> str:
     """The wss:// (or ws:// for a plain-http base) URL of a media path."""
     base = _base(gateway, connection)
     return "ws" + base.removeprefix("http") + path
+
+
+def public_url_of(gateway: Gateway, connection: HTTPConnection, path: str) -> str:
+    """The public http(s) URL of one of our paths (e.g. a callback URL for an answer document)."""
+    return _base(gateway, connection) + path

@@ -2,6 +2,8 @@
 
 A call token carries everything a media connection needs to find its call, so any instance
 behind a load balancer can serve it; it is an HMAC-SHA256 over a compact JSON claim set.
+Its text form is `base64url(claims).base64url(mac)`; where a provider carries only letters and
+digits (Plivo's `extraHeaders`), the same token travels in its alphanumeric transport form.
 """
 
 from __future__ import annotations
@@ -58,11 +60,48 @@ def verify_call_token(secret: str, token: str | None, now: float | None = None) 
         parsed = CallClaims(
             str(claims["c"]), str(claims["p"]), str(claims["a"]), int(claims["e"])
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise InvalidToken("call token claims are malformed") from exc
     if parsed.expires_at < (time.time() if now is None else now):
         raise InvalidToken("call token has expired")
     return parsed
+
+
+_MAC_BYTES = hashlib.sha256().digest_size
+_MAX_ALNUM_CHARS = 2048
+
+
+def encode_token_alnum(token: str) -> str:
+    """The token as lowercase hex of its raw claims followed by its raw MAC.
+
+    Hex of the raw bytes (1.5x the token's length) rather than of the token's text (2x): a token
+    for the longest agent name takes about 350 characters, well inside the 512 bytes Plivo allows
+    for all extra headers together. Hex also survives any case folding on the way.
+    """
+    if token.count(".") != 1:
+        raise InvalidToken("not a call token")
+    body, mac = token.split(".")
+    try:
+        raw_mac = _unb64(mac)
+        raw = _unb64(body) + raw_mac
+    except ValueError as exc:
+        raise InvalidToken("not a call token") from exc
+    if len(raw_mac) != _MAC_BYTES:
+        raise InvalidToken("not a call token")
+    return raw.hex()
+
+
+def decode_token_alnum(text: str | None) -> str:
+    """The call token back from its alphanumeric form; verify it with `verify_call_token`."""
+    if not text or len(text) > _MAX_ALNUM_CHARS or not (text.isascii() and text.isalnum()):
+        raise InvalidToken("missing or malformed call token")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError as exc:
+        raise InvalidToken("missing or malformed call token") from exc
+    if len(raw) <= _MAC_BYTES:
+        raise InvalidToken("missing or malformed call token")
+    return f"{_b64(raw[:-_MAC_BYTES])}.{_b64(raw[-_MAC_BYTES:])}"
 
 
 def api_key_matches(configured: str, presented: str) -> bool:

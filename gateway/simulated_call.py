@@ -4,7 +4,8 @@ It posts the provider's signed voice webhook, follows the answer document to the
 speaks the caller's WAVs in turn on a 20 ms monotonic clock, plays the agent's audio out at
 line rate (so marks and clear behave as on a real line), records what the caller heard, and
 measures the latencies a caller would feel. Provider specifics live in a dialect
-(`gateway.simulated_twilio`), the media stream in `gateway.simulated_media`.
+(`gateway.simulated_twilio`, `gateway.simulated_plivo`), the media stream in
+`gateway.simulated_media`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from websockets.exceptions import WebSocketException
 
 from gateway.simulated_audio import load_caller_wav, write_wav_8k
 from gateway.simulated_media import MediaSession
+from gateway.simulated_plivo import PlivoDialect
 from gateway.simulated_transcript import fetch_transcript
 from gateway.simulated_twilio import Answer, TwilioDialect
 
@@ -33,7 +35,7 @@ Emit = Callable[[dict[str, Any]], None]
 @dataclass
 class CallOptions:
     """One simulated call. `auth_token`/`api_key` of None fall back to the environment
-    (TWILIO_AUTH_TOKEN, CALLGATE_API_KEY); an empty string means "none"."""
+    (TWILIO_AUTH_TOKEN or PLIVO_AUTH_TOKEN, CALLGATE_API_KEY); an empty string means "none"."""
 
     gateway: str
     provider: Literal["twilio", "plivo"]
@@ -66,8 +68,13 @@ class EventLog:
         return record
 
 
+Dialect = TwilioDialect | PlivoDialect
+
+AUTH_TOKEN_VARIABLES = {"twilio": "TWILIO_AUTH_TOKEN", "plivo": "PLIVO_AUTH_TOKEN"}
+
+
 async def _answer(
-    http: httpx.AsyncClient, dialect: TwilioDialect, options: CallOptions, event: EventLog
+    http: httpx.AsyncClient, dialect: Dialect, options: CallOptions, event: EventLog
 ) -> Answer | None:
     """Post the voice webhook and read the answer document; None (after an event) on failure."""
     public_url = os.environ.get("CALLGATE_PUBLIC_URL") or options.gateway
@@ -81,14 +88,15 @@ async def _answer(
     if response.status_code != 200:
         event("error", stage="webhook", message=f"HTTP {response.status_code}")
         return None
+    document = "twiml" if dialect.name == "twilio" else "plivo_xml"
     try:
         answer = dialect.parse_answer(response.text)
     except ValueError as exc:
-        event("error", stage="twiml", message=str(exc))
+        event("error", stage=document, message=str(exc))
         return None
     # Parameter values may carry the call token: only their names are shown.
     event(
-        "twiml",
+        document,
         verbs=answer.verbs,
         stream_url=answer.stream_url,
         parameters=sorted(answer.parameters),
@@ -98,18 +106,19 @@ async def _answer(
 
 async def run_call(options: CallOptions, emit: Emit) -> dict[str, Any]:
     """Place one simulated call; `emit` gets every event, the summary last (also returned)."""
-    if options.provider == "plivo":
-        raise NotImplementedError("plivo")
-    if options.provider != "twilio":
+    if options.provider not in AUTH_TOKEN_VARIABLES:
         raise ValueError(f"unknown provider {options.provider!r}")
     if not options.wavs:
         raise ValueError("at least one caller WAV is needed")
     audio = [load_caller_wav(path) for path in options.wavs]
     env = os.environ
-    auth_token = env.get("TWILIO_AUTH_TOKEN") if options.auth_token is None else options.auth_token
+    auth_token = options.auth_token
+    if auth_token is None:
+        auth_token = env.get(AUTH_TOKEN_VARIABLES[options.provider])
     api_key = env.get("CALLGATE_API_KEY") if options.api_key is None else options.api_key
     event = EventLog(emit)
-    dialect = TwilioDialect(auth_token or None, options.to, options.from_, options.call_sid)
+    dialect_class = PlivoDialect if options.provider == "plivo" else TwilioDialect
+    dialect = dialect_class(auth_token or None, options.to, options.from_, options.call_sid)
     summary: dict[str, Any] = {
         "call_id": None,
         "status": "failed",
@@ -124,7 +133,8 @@ async def run_call(options: CallOptions, emit: Emit) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
         answer = await _answer(http, dialect, options, event)
         if answer is not None and answer.stream_url is None:
-            summary["status"] = "rejected" if "Reject" in answer.verbs else "ended"
+            rejected = "Reject" in answer.verbs or answer.verbs == ["Hangup"]  # Plivo: no Speak
+            summary["status"] = "rejected" if rejected else "ended"
             summary["hangup_by"] = "agent"
             event("no_stream", verbs=answer.verbs, say=answer.say)
         elif answer is not None and answer.stream_url is not None:

@@ -30,12 +30,13 @@ class Dialect(Protocol):
 
     stream_sid: str
 
-    def connected(self) -> str: ...
+    def connected(self) -> str | None: ...  # None: the provider sends no greeting
     def start(self, parameters: dict[str, str]) -> str: ...
     def media(self, ulaw: bytes | memoryview, chunk: int, timestamp_ms: int) -> str: ...
     def mark(self, name: str) -> str: ...
+    def cleared(self, marks: list[str]) -> list[str]: ...  # what answers a clear
     def dtmf(self, digit: str) -> str: ...
-    def stop(self) -> str: ...
+    def stop(self) -> str | None: ...  # None: hanging up is closing the socket
     def parse(self, raw: str | bytes) -> Inbound: ...
 
 
@@ -91,7 +92,9 @@ class MediaSession:
         ) as ws:
             self._ws = ws
             self.event("ws_open", url=ws_url)
-            await ws.send(self.dialect.connected())
+            hello = self.dialect.connected()
+            if hello is not None:
+                await ws.send(hello)
             start = self.dialect.start(parameters)
             self._t0 = time.monotonic()
             await ws.send(start)
@@ -148,7 +151,9 @@ class MediaSession:
             onset = self.turns[self._barge_turn].onset_at
             if onset is not None and now >= onset:
                 self.barge_clear_ms = round((now - onset) * 1000, 1)
-        await self._echo(marks)
+        for message in self.dialect.cleared(marks):
+            await self._ws.send(message)
+        self.event("clear_answered", dropped_marks=marks)
 
     async def _echo(self, marks: list[str]) -> None:
         assert self._ws is not None
@@ -172,7 +177,9 @@ class MediaSession:
                 await self._echo(self.playout.advance(now))
                 if not self._step(now):
                     self._finish("caller")
-                    await self._ws.send(self.dialect.stop())
+                    goodbye = self.dialect.stop()
+                    if goodbye is not None:
+                        await self._ws.send(goodbye)
                     await self._ws.close()
                     break
                 frame = self._next_frame(now)

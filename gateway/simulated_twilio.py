@@ -162,6 +162,10 @@ class TwilioDialect:
     def mark(self, name: str) -> str:
         return self._message("mark", mark={"name": name})
 
+    def cleared(self, marks: list[str]) -> list[str]:
+        """Twilio answers a `clear` by echoing every mark it dropped."""
+        return [self.mark(name) for name in marks]
+
     def dtmf(self, digit: str) -> str:
         return self._message("dtmf", dtmf={"track": "inbound_track", "digit": digit})
 

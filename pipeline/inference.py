@@ -1,7 +1,8 @@
-"""The process-wide executor for model inference, sized to the cores.
+"""Executors for model inference: never on the event loop, never oversubscribing the cores.
 
-Inference never runs on the event loop; one pool shared by all calls keeps the machine busy
-without oversubscribing it.
+Heavy, long jobs (Whisper, Smart Turn) share a pool sized to the cores. The VAD runs every
+32 ms on every call and must never queue behind a second-long transcription, or barge-in
+and end-of-turn detection would lag by that much: it has a thread of its own.
 """
 
 from __future__ import annotations
@@ -14,3 +15,8 @@ from functools import cache
 @cache
 def inference_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="inference")
+
+
+@cache
+def vad_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")

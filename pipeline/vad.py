@@ -142,10 +142,16 @@ class VadSegmenter:
         self._chunks = 0  # chunks seen so far: media time is _chunks * chunk_secs
         self._in_speech = False
         self._run_start: int | None = None  # candidate speech or silence run, in chunks
+        self._last_voiced = 0  # chunks seen up to the end of the last chunk >= threshold
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
+
+    @property
+    def last_voiced_at(self) -> float:
+        """Media time at the end of the last voiced chunk (hysteresis as for speech itself)."""
+        return self._last_voiced * self._chunk_secs
 
     def update(self, probs: Iterable[float]) -> list[VadEvent]:
         """Consumes chunk probabilities in order; returns the events they caused."""
@@ -153,6 +159,9 @@ class VadSegmenter:
         for p in probs:
             i = self._chunks
             self._chunks += 1
+            voicing = self._in_speech or self._run_start is not None
+            if p >= self._on or (voicing and p >= self._off):
+                self._last_voiced = self._chunks
             if not self._in_speech:
                 if self._run_start is None:
                     if p >= self._on:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pipeline.codecs import alaw_to_pcm, pcm_to_alaw, pcm_to_ulaw, ulaw_to_pcm
 from pipeline.frames import CANONICAL_RATE
-from pipeline.resample import StreamResampler
+from pipeline.resample import stream_resampler
 
 _CODECS: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
     "ulaw": (ulaw_to_pcm, pcm_to_ulaw),
@@ -19,7 +19,7 @@ class G711Audio:
     """One per call: decodes and upsamples caller audio, downsamples and encodes agent audio.
 
     Each direction keeps its own resampler state, so chunk borders never click. The resamplers
-    hold back some audio (see `StreamResampler`); `flush_outbound` releases the agent's tail.
+    hold back a little audio (see `pipeline.resample`); `flush_outbound` releases the agent's tail.
     """
 
     __slots__ = ("_decode", "_down", "_encode", "_up")
@@ -28,8 +28,8 @@ class G711Audio:
         if law not in _CODECS:
             raise ValueError(f"unknown G.711 law {law!r}")
         self._decode, self._encode = _CODECS[law]
-        self._up = StreamResampler(wire_rate, CANONICAL_RATE)
-        self._down = StreamResampler(CANONICAL_RATE, wire_rate)
+        self._up = stream_resampler(wire_rate, CANONICAL_RATE)
+        self._down = stream_resampler(CANONICAL_RATE, wire_rate)
 
     def inbound(self, payload: bytes) -> bytes:
         """Wire codes -> PCM16 LE at 16 kHz (possibly empty while the resampler fills)."""

@@ -57,3 +57,24 @@ def reject_twiml(reason: str = "busy") -> str:
     response = ET.Element("Response")
     ET.SubElement(response, "Reject", reason=reason)
     return _document(response)
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_SIP_URI = re.compile(r"sip:[^\s@<>\"]+@[^\s<>\"]+")
+
+
+def dial_twiml(to: str, caller_id: str | None = None) -> str:
+    """`<Dial>`: connect the caller to `to`, an E.164 number (`<Number>`) or a `sip:user@host`
+    URI (`<Sip>`); the transfer a live call is redirected to. `caller_id` is what the
+    transferee sees (one of the account's numbers, for PSTN)."""
+    if _E164.fullmatch(to):
+        noun = "Number"
+    elif _SIP_URI.fullmatch(to) and len(to) < 255:
+        noun = "Sip"
+    else:
+        raise ValueError("to must be an E.164 number (+14155550123) or a sip:user@host URI")
+    response = ET.Element("Response")
+    attributes = {"callerId": _text(caller_id, "caller_id")} if caller_id else {}
+    dial = ET.SubElement(response, "Dial", attributes)
+    ET.SubElement(dial, noun).text = to
+    return _document(response)

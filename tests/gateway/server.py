@@ -36,6 +36,19 @@ TEST_AGENT = {
 }
 """A terse agent, so that many caller turns fit in a short test call."""
 
+LONG_REPLY = (
+    "Let me tell you about our opening hours and our services in some detail. "
+    "We are open from nine in the morning until six in the evening on weekdays. "
+    "On Saturdays we open a little later and close early in the afternoon. "
+    "Is there anything else you would like to know?"
+)
+CHATTY_AGENT = {
+    "greeting": "Hi.",
+    "llm": {"provider": "scripted", "fallback": LONG_REPLY},
+    "interruptions": {"min_speech_secs": 0.3},
+}
+"""An agent with a long answer to talk over."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -394,9 +394,13 @@ async def test_reject_ends_without_stream(tmp_path: Path, monkeypatch) -> None:
     assert read_recording(tmp_path / "heard.wav").size == 0
 
 
-async def test_plivo_not_yet(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match="plivo"):
-        await run_call(CallOptions("http://127.0.0.1:1", "plivo", [tmp_path / "x.wav"]), print)
+async def test_plivo_call_to_an_unreachable_gateway_fails_cleanly(tmp_path: Path) -> None:
+    wav = caller_wav(tmp_path / "x.wav", 0.1, 0.3, 0.1)
+    events: list[dict] = []
+    options = CallOptions("http://127.0.0.1:1", "plivo", [wav], auth_token="", api_key="")
+    summary = await run_call(options, events.append)
+    assert (summary["status"], summary["call_id"]) == ("failed", None)
+    assert [e["stage"] for e in events if e["event"] == "error"] == ["webhook"]
 
 
 def test_speech_bounds_ignore_leading_and_trailing_quiet(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def start_call(server: Server, wavs: list[Path], *extra: str) -> subprocess.Pope
 def finish_call(process: subprocess.Popen[str], timeout: float = 180) -> list[dict]:
     """Every JSON event the simulated caller printed; the summary is the last."""
     out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err
+    assert process.returncode == 0, (err[-2000:], out[-3000:])
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert events and events[-1]["event"] == "summary", out
     return events

@@ -10,7 +10,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.resample import StreamResampler
+from pipeline.resample import HalfBandResampler, StreamResampler, stream_resampler
 
 RATE_PAIRS = [(8000, 16000), (16000, 8000), (22050, 16000), (24000, 16000)]
 # soxr dithers int16 output by up to +-1 LSB in each of the two runs compared.
@@ -99,3 +99,54 @@ def test_rejects_partial_samples_and_bad_rates():
         StreamResampler(8000, 16000).process(b"\x00\x01\x02")
     with pytest.raises(ValueError):
         StreamResampler(0, 16000)
+
+
+# -- the low-latency 2:1 converter used on the phone path -------------------------------------
+
+
+def _tone(freq: float, rate: int, secs: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * secs)) / rate
+    return (np.sin(2 * np.pi * freq * t) * 10_000).astype(np.int16)
+
+
+def _gain_db(pcm: bytes) -> float:
+    y = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)[200:-200]
+    return 20 * np.log10(np.sqrt((y**2).mean()) / (10_000 / np.sqrt(2)) + 1e-12)
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (16000, 8000)])
+def test_half_band_passes_the_telephone_band(in_rate, out_rate):
+    for freq in (300, 1000, 3000, 3400):
+        out = HalfBandResampler(in_rate, out_rate).process(_tone(freq, in_rate).tobytes())
+        assert len(out) // 2 == out_rate
+        assert abs(_gain_db(out)) < 0.1, freq
+
+
+def test_half_band_removes_what_would_alias_at_8k():
+    for freq in (5000, 6000, 7000):
+        out = HalfBandResampler(16000, 8000).process(_tone(freq, 16000).tobytes())
+        assert _gain_db(out) < -60, freq
+
+
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=60), st.sampled_from([8000, 16000]))
+def test_half_band_streaming_equals_one_shot(chunks, in_rate):
+    out_rate = 24000 - in_rate
+    signal = (_tone(440, in_rate, 0.5) // 2 + _tone(2500, in_rate, 0.5) // 2).tobytes()
+    whole = HalfBandResampler(in_rate, out_rate).process(signal)
+    stream = HalfBandResampler(in_rate, out_rate)
+    parts, start = [], 0
+    for size in chunks:
+        parts.append(stream.process(signal[start : start + 2 * size]))
+        start += 2 * size
+    parts.append(stream.process(signal[start:]))
+    assert b"".join(parts) == whole
+
+
+def test_half_band_delay_is_a_few_milliseconds():
+    impulse = np.zeros(800, dtype=np.int16)
+    impulse[100] = 20_000
+    out = np.frombuffer(HalfBandResampler(8000, 16000).process(impulse.tobytes()), np.int16)
+    delay_secs = (int(np.argmax(np.abs(out))) - 200) / 16000
+    assert 0 <= delay_secs < 0.004
+    assert isinstance(stream_resampler(8000, 16000), HalfBandResampler)
+    assert isinstance(stream_resampler(22050, 16000), StreamResampler)

@@ -2,7 +2,12 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from providers.twilio.twiml import connect_stream_twiml, reject_twiml, say_and_hangup_twiml
+from providers.twilio.twiml import (
+    connect_stream_twiml,
+    dial_twiml,
+    reject_twiml,
+    say_and_hangup_twiml,
+)
 
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 
@@ -63,3 +68,31 @@ def test_reject_default_is_busy_and_reason_is_checked() -> None:
     assert parse(reject_twiml())[0].attrib == {"reason": "busy"}
     with pytest.raises(ValueError, match="reason"):
         reject_twiml("go away")
+
+
+def test_dial_a_number_with_caller_id() -> None:
+    [dial] = parse(dial_twiml("+14155550123", caller_id="+14155550100"))
+    assert (dial.tag, dial.attrib) == ("Dial", {"callerId": "+14155550100"})
+    assert [(noun.tag, noun.text) for noun in dial] == [("Number", "+14155550123")]
+
+
+def test_dial_a_sip_uri_without_caller_id() -> None:
+    uri = "sip:agent@pbx.example.com;transport=tls?X-Ticket=a&b"
+    [dial] = parse(dial_twiml(uri))
+    assert dial.attrib == {}
+    assert [(noun.tag, noun.text) for noun in dial] == [("Sip", uri)]
+
+
+@pytest.mark.parametrize(
+    "to",
+    ["14155550123", "+0155550123", "+1415555012345678", "sip:pbx.example.com", "tel:+1415",
+     "sips:a@b.com", "+1415<Hangup/>", "sip:a@b c", ""],
+)
+def test_dial_refuses_targets_twilio_cannot_dial(to: str) -> None:
+    with pytest.raises(ValueError, match=r"E\.164"):
+        dial_twiml(to)
+
+
+def test_dial_caller_id_must_be_xml_text() -> None:
+    with pytest.raises(ValueError, match="caller_id"):
+        dial_twiml("+14155550123", caller_id="+1\x00")
