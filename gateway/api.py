@@ -47,7 +47,7 @@ async def list_calls(request: Request) -> Response:
     if denied := authorize(request):
         return denied
     gateway: Gateway = request.app.state.gateway
-    return JSONResponse({"calls": [record.to_json() for record in gateway.registry.all()]})
+    return JSONResponse({"calls": [record.to_json() for record in await gateway.registry.all()]})
 
 
 async def get_call(request: Request) -> Response:
@@ -55,7 +55,7 @@ async def get_call(request: Request) -> Response:
     if denied := authorize(request, call_id):
         return denied
     gateway: Gateway = request.app.state.gateway
-    record = gateway.registry.get(call_id)
+    record = await gateway.registry.get(call_id)
     if record is None:
         return error(404, "not_found", f"no call {call_id}")
     return JSONResponse(record.to_json())

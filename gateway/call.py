@@ -5,20 +5,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from contextlib import aclosing, suppress
+from typing import Any, Protocol
 
 import structlog
 
+from gateway.http_client import http_client
 from gateway.metrics import Metrics
 from gateway.playout import MediaSink, Playout
 from gateway.registry import CallRecord
 from pipeline.agent import AgentConfig
 from pipeline.conversation import Conversation, Services
+from pipeline.dtmf import dtmf_tones
 from pipeline.frames import AudioFrame
-from pipeline.turn_timing import TurnTimings
+from pipeline.services import close_services
+from pipeline.tools import ToolRunner
+from pipeline.turn_timing import TurnTimings, percentiles_by_stage
 from providers.events import AudioIn, CallStopped, Dtmf, Event, PlaybackMarked
 
 log = structlog.get_logger()
+
+RECORD_FIELDS = (
+    *("status", "answered_at", "ended_at", "hangup_by", "end_reason"),
+    *("turns", "interruptions", "latency_ms", "transcript"),
+)
+"""The record fields a call writes (others, like the provider's status, are written elsewhere)."""
+GOODBYE_WAIT_SECS = 15.0
+"""The longest a drain goodbye may take to be heard before the call is hung up anyway."""
 
 
 class MediaSession(MediaSink, Protocol):
@@ -38,14 +51,25 @@ class Call:
         metrics: Metrics,
         hang_up_provider: Callable[[], Awaitable[None]],
         playout_lead_secs: float = 0.1,
+        transfer_provider: Callable[[str], Awaitable[None]] | None = None,
+        save_record: Callable[..., Awaitable[None]] | None = None,
     ):
         self.record = record
         self._agent = agent
         self._session = session
         self._metrics = metrics
         self._hang_up_provider = hang_up_provider
+        self._transfer_provider = transfer_provider
+        self._save_record = save_record
+        self._services = services
+        self._tts = services.tts
+        self._goodbye = asyncio.Event()
+        self._goodbye_text = ""
         self.playout = Playout(_CountingSink(session, metrics), playout_lead_secs)
-        self.conversation = Conversation(agent, services, self, on_turn=self._on_turn)
+        tools = ToolRunner(agent.tools, self, http_client(), agent.transfer_targets)
+        self.conversation = Conversation(
+            agent, services, self, tools, on_turn=self._on_turn, on_error=self._on_error
+        )
 
     async def run(self) -> None:
         """Serve the call until either side hangs up; every task ends with it."""
@@ -56,11 +80,13 @@ class Call:
         self._metrics.calls_active.inc()
         log.info("call_started", provider=record.provider, agent=record.agent)
         try:
+            await self._save()
             ended_by = await _first_to_finish(
                 caller=self._read(),
                 agent=self.conversation.run(),
                 writer=self.playout.run(),
                 timeout=self._max_duration(),
+                drain=self._until_goodbye(),
             )
             record.hangup_by = record.hangup_by or ended_by
         except Exception as exc:
@@ -68,6 +94,7 @@ class Call:
             log.exception("call_failed")
         finally:
             self._metrics.calls_active.dec()
+            await close_services(self._services)
             record.ended_at = time.time()
             if record.status == "in-progress":
                 record.status = "completed"
@@ -76,24 +103,59 @@ class Call:
             log.info(
                 "call_ended",
                 hangup_by=record.hangup_by,
+                end_reason=record.end_reason,
                 duration_secs=round(record.ended_at - (record.answered_at or 0), 2),
                 turns=record.turns,
                 interruptions=record.interruptions,
+                latency_ms=percentiles_by_stage(record.latency_ms),
                 transcript=record.transcript,
             )
+            await self._save()
             structlog.contextvars.unbind_contextvars("call_id")
 
+    async def _save(self) -> None:
+        """Store the record for `/v1/calls` (a registry that fails must not end the call)."""
+        if self._save_record is None:
+            return
+        try:
+            await self._save_record(self.record, *RECORD_FIELDS)
+        except Exception as exc:
+            log.warning("call_record_not_saved", error=repr(exc))
+
+    def say_goodbye(self, text: str) -> None:
+        """End the call after speaking `text` (the gateway is draining); the conversation's
+        own audio is no longer played from then on."""
+        self._goodbye_text = text
+        self._goodbye.set()
+
+    async def _until_goodbye(self) -> None:
+        await self._goodbye.wait()
+        log.info("call_goodbye")
+        self.playout.clear()
+        async with aclosing(self._tts.synthesize(self._goodbye_text)) as audio:
+            async for pcm in audio:
+                self.playout.play(pcm)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.playout.mark(), GOODBYE_WAIT_SECS)
+        self.record.end_reason = "drain"
+        await self.hang_up()
+
     async def _read(self) -> None:
+        # a streaming STT that takes the wire's mu-law (Deepgram) gets it as is, at once;
+        # the frame path (denoise, VAD, turn detection) still needs PCM
+        feed_mulaw = getattr(self._services.stt, "feed_mulaw", None)
         async for event in self._session.events():
             if isinstance(event, AudioIn):
+                if feed_mulaw is not None:
+                    feed_mulaw(event.payload)
                 await self.conversation.hear(self._session.frame(event))
                 self._metrics.frames_in.inc()
             elif isinstance(event, PlaybackMarked):
                 self.playout.marked(event.name)
             elif isinstance(event, Dtmf):
-                log.info("dtmf_received", digit=event.digit)
-            elif isinstance(event, CallStopped):
-                self.record.end_reason = event.reason
+                self.conversation.press(event.digit)
+            elif isinstance(event, CallStopped):  # a reason of ours (drain, max_duration) stays
+                self.record.end_reason = self.record.end_reason or event.reason
 
     async def _max_duration(self) -> None:
         await asyncio.sleep(self._agent.max_call_secs)
@@ -108,14 +170,27 @@ class Call:
         self.record.latency_ms.append(stages)
         for stage, ms in stages.items():
             self._metrics.turn_latency.labels(stage=stage).observe(ms / 1000)
-        log.info("turn_answered", **stages)
+        log.info(
+            "turn_answered",
+            decided_by=timings.decided_by,
+            **stages,
+            stt_done_at=timings.stt_done,  # monotonic clock: comparable with vendor timestamps
+            first_frame_at=timings.first_frame_sent,
+        )
+
+    def _on_error(self, service: str, kind: str) -> None:
+        self._metrics.service_errors.labels(service=service, kind=kind).inc()
 
     # AgentOutput, for the conversation
 
     def play(self, pcm: bytes) -> asyncio.Future[float]:
+        if self._goodbye.is_set():
+            return _settled(0.0)
         return self.playout.play(pcm)
 
     def mark(self) -> asyncio.Future[bool]:
+        if self._goodbye.is_set():
+            return _settled(False)
         return self.playout.mark()
 
     def clear(self) -> float:
@@ -125,6 +200,26 @@ class Call:
         self.record.hangup_by = self.record.hangup_by or "agent"
         log.info("agent_hangs_up")
         await self._hang_up_provider()
+
+    # CallControl, for the conversation's tools
+
+    async def end_call(self) -> None:
+        await self.hang_up()
+
+    async def transfer(self, to: str) -> None:
+        if self._transfer_provider is None:
+            raise RuntimeError(f"transfer is not available on {self.record.provider} calls")
+        self.record.end_reason = "transferred"
+        self.record.hangup_by = "transfer"
+        await self._transfer_provider(to)
+
+    async def send_dtmf(self, digits: str) -> None:
+        """In-band tones: media streams have no outbound DTMF message."""
+        dtmf = self._agent.dtmf
+        self.play(
+            dtmf_tones(digits, tone_ms=dtmf.tone_ms, gap_ms=dtmf.gap_ms, level_dbfs=dtmf.level_dbfs)
+        )
+        await self.mark()
 
 
 class _CountingSink:
@@ -143,6 +238,13 @@ class _CountingSink:
 
     async def send_clear(self) -> None:
         await self._sink.send_clear()
+
+
+def _settled(value: Any) -> asyncio.Future[Any]:
+    """What `play` and `mark` answer once the goodbye has the line."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 async def _first_to_finish(**parts: Awaitable[None]) -> str:

@@ -1,9 +1,10 @@
-"""`callgate`: serve, models, call."""
+"""`callgate`: serve, models, call, dial."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -54,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--from", dest="from_", default="+15005550001")
     call.add_argument("--call-sid", help="the provider's call id to use (default: random)")
     call.set_defaults(handler=_call)
+
+    dial = commands.add_parser("dial", help="place an outbound call through the /v1 API")
+    dial.add_argument("--to", required=True, help="E.164 number to call")
+    dial.add_argument("--from", dest="from_", required=True, help="E.164 caller id")
+    dial.add_argument("--provider", choices=["twilio", "plivo"], required=True)
+    dial.add_argument("--agent", default="default")
+    dial.add_argument("--gateway", default="http://127.0.0.1:8080")
+    dial.add_argument(
+        "--var", action="append", default=[], metavar="NAME=VALUE",
+        help="a variable for the agent's prompt; repeat for several",
+    )
+    dial.add_argument("--status-webhook", help="URL that receives the call's status events")
+    dial.set_defaults(handler=_dial)
     return parser
 
 
@@ -61,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.drain import DrainingServer
     from gateway.logging import configure_logging
     from gateway.settings import load_config
 
@@ -73,8 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)
     if settings.models_dir:
         os.environ["CALLGATE_MODELS_DIR"] = settings.models_dir
-    uvicorn.run(
-        create_app(config),
+    app = create_app(config)
+    server_config = uvicorn.Config(
+        app,
         host=args.host or settings.server.host,
         port=args.port or settings.server.port,
         ws_max_size=64 * 1024,
@@ -82,6 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(settings.calls.drain_timeout_secs) or None,
     )
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT: uvicorn stopped, then re-raised it
+        DrainingServer(server_config, app.state.gateway).run()
     return 0
 
 
@@ -129,3 +147,41 @@ def _call(args: argparse.Namespace) -> int:
 
     summary = asyncio.run(run_call(options, emit))  # emit() printed the summary last
     return 0 if summary.get("call_id") else 1
+
+
+def _dial(args: argparse.Namespace) -> int:
+    import httpx
+
+    variables = {}
+    for item in args.var:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"callgate: --var {item!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        variables[name] = value
+    body = {
+        "to": args.to,
+        "from": args.from_,
+        "provider": args.provider,
+        "agent": args.agent,
+        "variables": variables,
+    }
+    if args.status_webhook:
+        body["status_webhook"] = args.status_webhook
+    headers = {"Authorization": f"Bearer {os.environ.get('CALLGATE_API_KEY', '')}"}
+    try:
+        response = httpx.post(
+            args.gateway.rstrip("/") + "/v1/calls", json=body, headers=headers, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        print(f"callgate: cannot reach {args.gateway}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 201:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:500]
+        print(f"callgate: HTTP {response.status_code}: {message}", file=sys.stderr)
+        return 1
+    print(json.dumps(response.json()))
+    return 0

@@ -54,9 +54,28 @@ def validate(model: type[Model], data: dict[str, Any], path: Path) -> Model:
         return model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        key = ".".join(_keys_of(error["loc"], data)) or "(top level)"
         value = f" (got {error['input']!r})" if _is_scalar(error.get("input")) else ""
         raise ConfigError(f"{path}: {key}: {error['msg']}{value}") from exc
+
+
+def _keys_of(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """The file's keys along an error's location, without the tags pydantic adds for a
+    discriminated union (`llm.scripted.intentz` is `llm.intentz` in the file)."""
+    keys: list[str] = []
+    node = data
+    for n, part in enumerate(loc):
+        is_tag = isinstance(node, dict) and part not in node and n < len(loc) - 1
+        if is_tag:
+            continue
+        keys.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return keys
 
 
 def _is_scalar(value: Any) -> bool:

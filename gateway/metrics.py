@@ -15,6 +15,9 @@ class Metrics:
         self.calls_active = Gauge(
             "callgate_calls_active", "Calls with a live media stream", registry=self.registry
         )
+        self.draining = Gauge(
+            "callgate_draining", "1 while the process drains (SIGTERM)", registry=self.registry
+        )
         self.calls_total = Counter(
             "callgate_calls_total", "Calls started", ["provider"], registry=self.registry
         )
@@ -30,6 +33,12 @@ class Metrics:
         )
         self.frames_out = Counter(
             "callgate_media_frames_out_total", "Agent 20 ms frames sent", registry=self.registry
+        )
+        self.service_errors = Counter(
+            "callgate_service_errors_total",
+            "STT, LLM and TTS failures during calls (each one apologised for)",
+            ["service", "kind"],
+            registry=self.registry,
         )
         self.turn_latency = Histogram(
             "callgate_turn_latency_seconds",

@@ -17,17 +17,20 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.media_calls import (
+    Admitted,
     HangUp,
     Ringing,
     admit,
+    admit_outbound,
     record_provider_status,
     refuse_upgrade,
     serve_media,
     signature_refused,
 )
 from gateway.public_url import public_http_url, public_url_of, stream_url
-from gateway.security import decode_token_alnum, encode_token_alnum
+from gateway.security import InvalidToken, decode_token_alnum, encode_token_alnum
 from gateway.state import Gateway
+from gateway.status_webhooks import sender_of
 from providers.events import CallStarted
 from providers.plivo.media import PlivoMediaProtocol
 from providers.plivo.rest import PlivoApiError, PlivoRest
@@ -77,7 +80,13 @@ async def answer(request: Request) -> Response:
     if params is None:
         return signature_refused(gateway, PROVIDER, request.url.path)
     ringing = Ringing(params.get("CallUUID"), _e164(params.get("From")), _e164(params.get("To")))
-    admitted = admit(gateway, PROVIDER, request.query_params.get("agent"), ringing)
+    if call_id := request.query_params.get("call_id"):
+        token = _token_or_none(request.query_params.get("token"))
+        admitted = await admit_outbound(gateway, PROVIDER, call_id, token, ringing)
+        if isinstance(admitted, Admitted):
+            sender_of(request.app).notify(admitted.record, "answered")
+    else:
+        admitted = await admit(gateway, PROVIDER, request.query_params.get("agent"), ringing)
     if isinstance(admitted, str):
         return _xml(speak_and_hangup_xml(admitted))
     headers = {
@@ -92,13 +101,26 @@ async def answer(request: Request) -> Response:
     return _xml(document)
 
 
+def _token_or_none(alnum: str | None) -> str | None:
+    """An outbound call's answer URL carries its call token in the alphanumeric form."""
+    try:
+        return decode_token_alnum(alnum)
+    except InvalidToken:
+        return None
+
+
 async def hangup(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     params = await _verified_form(request, gateway)
     if params is None:
         return signature_refused(gateway, PROVIDER, request.url.path)
     status = params.get("CallStatus") or "completed"
-    record_provider_status(gateway, params.get("CallUUID", ""), status)
+    record = await record_provider_status(
+        gateway, params.get("CallUUID", ""), status, request.query_params.get("call_id")
+    )
+    events = sender_of(request.app)
+    if record is not None and (changed := events.provider_status(record, status)):
+        await gateway.registry.save(record, *changed)
     return Response(status_code=204)
 
 
@@ -109,7 +131,7 @@ async def status(request: Request) -> Response:
     if params is None:
         return signature_refused(gateway, PROVIDER, request.url.path)
     state = params.get("CallStatus") or params.get("Event")
-    record_provider_status(gateway, params.get("CallUUID", ""), state)
+    await record_provider_status(gateway, params.get("CallUUID", ""), state)
     return Response(status_code=204)
 
 

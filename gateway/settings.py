@@ -68,10 +68,17 @@ class SipSettings(Section):
 
 class CallSettings(Section):
     max_concurrent: int = Field(default=200, ge=1)
+    max_concurrent_cluster: int | None = Field(default=None, ge=1)
+    """Across every instance sharing Redis (ignored without Redis); None: no cluster limit."""
     token_ttl_secs: int = Field(default=300, ge=10, le=86_400)
     finished_ttl_secs: int = Field(default=3600, ge=0)
     playout_lead_ms: int = Field(default=100, ge=0, le=1000)
     drain_timeout_secs: float = Field(default=60, ge=0)
+    drain_message: str = Field(
+        default="Sorry, we have to end this call now. Please call us again. Goodbye.",
+        min_length=1,
+        max_length=500,
+    )
 
 
 class Settings(Section):

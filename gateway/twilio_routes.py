@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket
 from gateway.media_calls import (
     HangUp,
     Ringing,
+    Transfer,
     admit,
     record_provider_status,
     refuse_upgrade,
@@ -19,11 +20,12 @@ from gateway.media_calls import (
 )
 from gateway.public_url import public_http_url, stream_url
 from gateway.state import Gateway
+from gateway.status_webhooks import sender_of
 from providers.events import CallStarted
 from providers.twilio.media import TwilioMediaProtocol
 from providers.twilio.rest import TwilioApiError, TwilioRest
 from providers.twilio.signature import SIGNATURE_HEADER, verify_stream_upgrade, verify_webhook
-from providers.twilio.twiml import connect_stream_twiml, say_and_hangup_twiml
+from providers.twilio.twiml import connect_stream_twiml, dial_twiml, say_and_hangup_twiml
 
 log = structlog.get_logger()
 
@@ -54,7 +56,7 @@ async def voice(request: Request) -> Response:
     if params is None:
         return signature_refused(gateway, PROVIDER, request.url.path)
     ringing = Ringing(params.get("CallSid"), params.get("From"), params.get("To"))
-    admitted = admit(gateway, PROVIDER, request.query_params.get("agent"), ringing)
+    admitted = await admit(gateway, PROVIDER, request.query_params.get("agent"), ringing)
     if isinstance(admitted, str):
         return _twiml(say_and_hangup_twiml(admitted))
     url = stream_url(gateway, request, MEDIA_PATH)
@@ -67,7 +69,12 @@ async def status(request: Request) -> Response:
     params = await _verified_form(request, gateway)
     if params is None:
         return signature_refused(gateway, PROVIDER, request.url.path)
-    record_provider_status(gateway, params.get("CallSid", ""), params.get("CallStatus"))
+    status = params.get("CallStatus")
+    call_id = request.query_params.get("call_id")
+    record = await record_provider_status(gateway, params.get("CallSid", ""), status, call_id)
+    events = sender_of(request.app)
+    if record is not None and status and (changed := events.provider_status(record, status)):
+        await gateway.registry.save(record, *changed)
     return Response(status_code=204)
 
 
@@ -80,8 +87,15 @@ async def media(websocket: WebSocket) -> None:
     ):
         await refuse_upgrade(gateway, websocket, PROVIDER)
         return
+    rest = _rest_client(gateway)
     await serve_media(
-        gateway, websocket, TwilioMediaProtocol(), PROVIDER, _token_of, _rest_hang_up(gateway)
+        gateway,
+        websocket,
+        TwilioMediaProtocol(),
+        PROVIDER,
+        _token_of,
+        _rest_hang_up(rest) if rest else None,
+        _rest_transfer(rest) if rest else None,
     )
 
 
@@ -89,14 +103,24 @@ def _token_of(started: CallStarted) -> str | None:
     return started.parameters.get("token")
 
 
-def _rest_hang_up(gateway: Gateway) -> HangUp | None:
+def _rest_client(gateway: Gateway) -> TwilioRest | None:
     twilio = gateway.config.settings.twilio
     if not (twilio.account_sid and twilio.auth_token):
         return None
-    rest = TwilioRest(
+    return TwilioRest(
         twilio.account_sid, twilio.auth_token, twilio.api_base, twilio.edge, twilio.region
     )
 
+
+def _rest_transfer(rest: TwilioRest) -> Transfer:
+    async def transfer(call_sid: str, to: str, caller_id: str | None) -> None:
+        """The live call leaves the stream for a `<Dial>`: Twilio ends our media stream."""
+        await rest.redirect(call_sid, dial_twiml(to, caller_id=caller_id))
+
+    return transfer
+
+
+def _rest_hang_up(rest: TwilioRest) -> HangUp:
     async def hang_up(call_sid: str) -> None:
         try:
             await rest.hangup(call_sid)

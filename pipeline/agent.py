@@ -18,6 +18,14 @@ from pydantic import (
 
 from pipeline.dtmf import DTMF_DIGITS
 from pipeline.json_schema import check_schema
+from pipeline.llm.openai import OpenAILLMConfig
+from pipeline.stt.deepgram import DeepgramSTTConfig
+from pipeline.stt.openai import OpenAISTTConfig
+from pipeline.stt.standin import StandinSTTConfig
+from pipeline.tts.cartesia import CartesiaTTSConfig
+from pipeline.tts.elevenlabs import ElevenLabsTTSConfig
+from pipeline.tts.openai import OpenAITTSConfig
+from pipeline.tts.standin import StandinTTSConfig
 
 
 class Strict(BaseModel):
@@ -31,11 +39,31 @@ class WhisperSTTConfig(Strict):
     beam_size: int = Field(default=1, ge=1, le=10)
 
 
-STTConfig = WhisperSTTConfig  # becomes a discriminated union as providers are added
+def _provider_or(default: str) -> Any:
+    """A discriminator on `provider` that treats a section without one as `default`."""
+
+    def provider(value: Any) -> str:
+        if isinstance(value, dict):
+            return value.get("provider", default)
+        return getattr(value, "provider", default)
+
+    return Discriminator(provider)
+
+
+STTConfig = Annotated[
+    Annotated[WhisperSTTConfig, Tag("whisper")]
+    | Annotated[OpenAISTTConfig, Tag("openai")]
+    | Annotated[DeepgramSTTConfig, Tag("deepgram")]
+    | Annotated[StandinSTTConfig, Tag("standin")],
+    _provider_or("whisper"),
+]
 
 
 class Intent(Strict):
-    """A scripted reply: chosen when any keyword is a word of the caller's turn or regex matches."""
+    """A scripted reply: chosen when any keyword is a word of the caller's turn or regex matches.
+
+    With `tool`, the reply is spoken, the tool runs, and `after_tool` (with `{result}`) follows.
+    """
 
     name: str
     keywords: list[str] = Field(default_factory=list)
@@ -43,6 +71,7 @@ class Intent(Strict):
     reply: str
     tool: str | None = None
     arguments: dict[str, str] = Field(default_factory=dict)
+    after_tool: str | None = None
 
 
 class ScriptedLLMConfig(Strict):
@@ -51,7 +80,10 @@ class ScriptedLLMConfig(Strict):
     fallback: str = "Sorry, I did not catch that. Could you say it again?"
 
 
-LLMConfig = ScriptedLLMConfig
+LLMConfig = Annotated[
+    Annotated[ScriptedLLMConfig, Tag("scripted")] | Annotated[OpenAILLMConfig, Tag("openai")],
+    _provider_or("scripted"),
+]
 
 
 class EspeakTTSConfig(Strict):
@@ -61,16 +93,39 @@ class EspeakTTSConfig(Strict):
     pitch: int = Field(default=50, ge=0, le=99)
 
 
-TTSConfig = EspeakTTSConfig
+TTSConfig = Annotated[
+    Annotated[EspeakTTSConfig, Tag("espeak")]
+    | Annotated[OpenAITTSConfig, Tag("openai")]
+    | Annotated[ElevenLabsTTSConfig, Tag("elevenlabs")]
+    | Annotated[CartesiaTTSConfig, Tag("cartesia")]
+    | Annotated[StandinTTSConfig, Tag("standin")],
+    _provider_or("espeak"),
+]
+
+
+class FailuresConfig(Strict):
+    """What the caller hears when a service (STT, LLM, TTS) fails mid-call. The apology is
+    spoken by the offline TTS (espeak), so it works even when the cloud TTS is what failed."""
+
+    apology: str = Field(
+        default="Sorry, I'm having trouble right now. Could you say that again?", min_length=1
+    )
+    on_error: Literal["continue", "hang_up"] = "continue"
+    answer_timeout_secs: float | None = Field(default=None, gt=0, le=30)
+    """Longest wait from the end of the caller's turn to the answer's first audio before the
+    apology plays. None: 1.5 s when any service is a cloud one, no limit for offline agents."""
 
 
 class TurnConfig(Strict):
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     min_speech_secs: float = Field(default=0.1, ge=0, le=2)
-    pause_secs: float = Field(default=0.2, gt=0, le=2)
-    """Silence after which the turn so far is transcribed, speculatively."""
-    silence_secs: float = Field(default=0.5, gt=0, le=5)
-    """Silence after which the turn ends regardless."""
+    pause_secs: float = Field(default=0.15, gt=0, le=2)
+    """Silence after which Smart Turn judges the turn and the turn so far is transcribed,
+    speculatively."""
+    smart_turn: bool = True
+    smart_turn_threshold: float = Field(default=0.5, gt=0, lt=1)
+    silence_secs: float = Field(default=1.5, gt=0, le=5)
+    """Silence after which the turn ends regardless (without Smart Turn: the only rule)."""
     preroll_secs: float = Field(default=0.3, ge=0, le=1)
     max_turn_secs: float = Field(default=30, gt=1, le=120)
 
@@ -188,6 +243,7 @@ class AgentConfig(Strict):
     transfer_targets: list[str] = Field(default_factory=list)
     """Where `transfer_call` may dial (E.164 or sip: URIs); empty means any valid target."""
     dtmf: DtmfConfig = Field(default_factory=DtmfConfig)
+    failures: FailuresConfig = Field(default_factory=FailuresConfig)
     max_call_secs: float = Field(default=3600, gt=0)
 
     @field_validator("transfer_targets")

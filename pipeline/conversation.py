@@ -1,8 +1,9 @@
 """One call's conversation: LISTENING -> THINKING -> SPEAKING -> LISTENING.
 
-The conversation hears 20 ms caller frames, finds turns (VAD pause, then the turn detector's
-verdict or the silence timeout), answers with STT -> LLM -> TTS, and speaks through an
-`AgentOutput` that the call provides. It knows nothing of providers or HTTP.
+The conversation hears 20 ms caller frames (denoised, then the VAD), ends turns (Smart Turn at
+a pause, weighed with the speculative transcript; a silence timeout regardless), answers with
+STT -> LLM -> TTS, runs the LLM's tools, and speaks through an `AgentOutput` that the call
+provides. It knows nothing of providers or HTTP.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any, Protocol
 import structlog
 
 from pipeline.agent import AgentConfig
+from pipeline.cloud_errors import ServiceError
+from pipeline.denoise import Denoiser
+from pipeline.dtmf import DtmfCollector
 from pipeline.frames import AudioFrame
 from pipeline.inference import vad_executor
 from pipeline.interruption import BargeIn, meaningful_words
@@ -25,11 +29,15 @@ from pipeline.llm.base import LanguageModel, LLMEvent, Message, TextDelta, ToolC
 from pipeline.response import BYTES_PER_SEC, Response
 from pipeline.sentences import SentenceChunker
 from pipeline.stt.base import SpeechToText
+from pipeline.tools import ToolRunner
 from pipeline.tts.base import TextToSpeech
+from pipeline.turn_detector import TurnDetector, sounds_unfinished
 from pipeline.turn_timing import TurnTimings
 from pipeline.vad import SpeechPaused, SpeechStarted, VadSegmenter, VadStream
 
 log = structlog.get_logger()
+
+MAX_TOOL_ROUNDS = 3
 
 
 class State(enum.Enum):
@@ -60,6 +68,25 @@ class Services:
     llm: LanguageModel
     tts: TextToSpeech
     vad: VadStream
+    denoiser: Denoiser
+    turn_detector: TurnDetector | None
+    fallback_tts: TextToSpeech | None = None
+    """Speaks the apology when a service fails (offline, so it works when `tts` failed)."""
+    answer_timeout_secs: float | None = None
+    """End of turn to first audio, at most; past it the caller hears the apology."""
+
+
+@dataclass(slots=True)
+class _Pause:
+    """The caller paused: what we are finding out about the turn so far."""
+
+    at: float
+    draft: asyncio.Task[str]
+    verdict: asyncio.Task[tuple[bool, float]] | None
+    started: float = 0.0
+    """Monotonic time of the pause."""
+    unsure: bool = False
+    """Smart Turn held the turn, but not by much: the STT's own endpoint may end it."""
 
 
 class Conversation:
@@ -68,7 +95,9 @@ class Conversation:
         agent: AgentConfig,
         services: Services,
         output: AgentOutput,
+        tools: ToolRunner | None = None,
         on_turn: Callable[[TurnTimings], None] = lambda timings: None,
+        on_error: Callable[[str, str], None] = lambda service, kind: None,
     ):
         self.agent = agent
         self.state = State.LISTENING
@@ -78,7 +107,11 @@ class Conversation:
         self.interruptions = 0
         self._services = services
         self._output = output
+        self._tools = tools
         self._on_turn = on_turn
+        self._on_error = on_error
+        self._stage = "llm"  # the service the current answer waits on
+        self._watchdog: asyncio.TimerHandle | None = None
         turn = agent.turn
         self._segmenter = VadSegmenter(
             threshold=turn.vad_threshold,
@@ -92,10 +125,11 @@ class Conversation:
         self._in_turn = False
         self._speech_started_at: float | None = None
         self._media_secs = 0.0
-        self._paused_at: float | None = None
-        self._draft: asyncio.Task[str] | None = None
-        """Speculative transcript of the turn so far, started at the caller's pause."""
+        self._pause: _Pause | None = None
         self._barge_in = BargeIn(agent.interruptions, services.stt)
+        self._keys = DtmfCollector(
+            agent.dtmf.inter_digit_timeout_secs, agent.dtmf.terminator, agent.dtmf.max_digits
+        )
         self._response_task: asyncio.Task[None] | None = None
         self._response: Response | None = None
         self._resumable: str | None = None
@@ -118,26 +152,26 @@ class Conversation:
                 self._start_response(self._say_text(self.agent.greeting))
             await self._ended.wait()
         finally:
-            self._discard_draft()
+            self._discard_pause()
             self._barge_in.reset()
             if self._recovery is not None:
                 self._recovery.cancel()
             await self._cancel_response()
+            if self._response is not None:  # hung up mid-answer: keep what was heard
+                self._record_assistant(self._response.heard_text())
 
     async def hear(self, frame: AudioFrame) -> None:
-        """One caller frame (16 kHz PCM). Runs the VAD off the event loop."""
+        """One caller frame (16 kHz PCM): denoise and VAD run off the event loop."""
         if self.state is State.ENDED:
             return
+        loop = asyncio.get_running_loop()
+        pcm, probabilities = await loop.run_in_executor(vad_executor(), self._listen, frame.pcm)
         self._media_secs += frame.duration
-        self._audio += frame.pcm
+        self._audio += pcm
         if not self._in_turn and len(self._audio) > self._preroll_bytes:
             del self._audio[: len(self._audio) - self._preroll_bytes]
         elif len(self._audio) > self._max_turn_bytes:
             del self._audio[: len(self._audio) - self._max_turn_bytes]
-        loop = asyncio.get_running_loop()
-        probabilities = await loop.run_in_executor(
-            vad_executor(), self._services.vad.push, frame.pcm
-        )
         for event in self._segmenter.update(probabilities):
             if isinstance(event, SpeechStarted):
                 self._on_speech_started(event.at_seconds)
@@ -148,11 +182,34 @@ class Conversation:
             if self._barge_in.should_interrupt(speech_secs, self._turn_audio):
                 self._interrupt(speech_secs)
         self._check_end_of_turn()
+        if (entry := self._keys.poll(self._media_secs)) is not None:
+            self._on_keypad(entry)
+
+    def press(self, digit: str) -> None:
+        """A DTMF key from the caller; a finished entry is a caller turn of its own."""
+        if (entry := self._keys.push(digit, self._media_secs)) is not None:
+            self._on_keypad(entry)
+
+    def _listen(self, pcm: bytes) -> tuple[bytes, list[float]]:
+        clean = self._services.denoiser.process(pcm)
+        return clean, self._services.vad.push(clean)
+
+    def _on_keypad(self, digits: str) -> None:
+        log.info("keypad_entry", digits=len(digits))
+        if self.state is State.SPEAKING:
+            self._interrupt(0.0)
+        self._discard_pause()
+        self._response_task_cancel()
+        self._end_turn()
+        self.state = State.THINKING
+        timings = TurnTimings(decided_by="keypad")
+        self._start_response(self._respond_to(f"(keypad) {digits}", timings))
+        self._arm_watchdog()
 
     def _on_speech_started(self, at_seconds: float) -> None:
         self._in_turn = True
         self._speech_started_at = at_seconds
-        self._discard_draft()
+        self._discard_pause()
         if self.state is State.THINKING:
             log.info("turn_resumed", reason="caller_continued")
             self._response_task_cancel()
@@ -186,9 +243,15 @@ class Conversation:
         await asyncio.sleep(self.agent.interruptions.false_interruption_secs)
         if not self._resumable or self.state is not State.LISTENING:
             return
-        heard = await self._services.stt.transcribe(self._turn_audio()) if self._in_turn else ""
+        try:
+            heard = await self._services.stt.transcribe(self._turn_audio()) if self._in_turn else ""
+        except Exception as exc:  # unknown words: the interruption counts as real
+            kind = exc.kind if isinstance(exc, ServiceError) else "error"
+            log.warning("service_failed", service="stt", kind=kind, error=str(exc)[:300])
+            self._on_error("stt", kind)
+            return
         if self._resumable and self.state is State.LISTENING and not meaningful_words(heard):
-            self._discard_draft()
+            self._discard_pause()
             self._end_turn()
             self._resume()
 
@@ -205,30 +268,123 @@ class Conversation:
             # Speech too short or too few words to interrupt (a cough, "uh-huh"): not a turn.
             self._in_turn = False
             return
-        if self.state is State.LISTENING:
-            self._paused_at = at_seconds
-            self._draft = asyncio.create_task(self._services.stt.transcribe(bytes(self._audio)))
+        if self.state is not State.LISTENING:
+            return
+        audio = bytes(self._audio)
+        detector = self._services.turn_detector
+        self._pause = _Pause(
+            at_seconds,
+            asyncio.create_task(self._services.stt.transcribe(audio)),
+            asyncio.create_task(detector.audio_says_complete(audio)) if detector else None,
+            time.monotonic(),
+        )
 
     def _check_end_of_turn(self) -> None:
-        if self._paused_at is None or self.state is not State.LISTENING or self._draft is None:
+        pause = self._pause
+        if pause is None or self.state is not State.LISTENING:
             return
-        silence_secs = self._media_secs - self._paused_at
-        if silence_secs < self.agent.turn.silence_secs:
-            return
-        now = time.monotonic()
-        timings = TurnTimings(end_of_speech=now - silence_secs, turn_decided=now)
-        draft, self._draft, self._paused_at = self._draft, None, None
-        self.state = State.THINKING
-        self._start_response(self._answer(draft, timings))
+        silence_secs = self._media_secs - pause.at
+        verdict = pause.verdict
+        if verdict is not None and verdict.done() and not verdict.cancelled():
+            complete, probability = verdict.result()
+            if not complete:
+                pause.verdict = None  # held: the silence timeout (or the STT endpoint) ends it
+                pause.unsure = probability >= self.agent.turn.smart_turn_threshold / 2
+                log.info("turn_held", by="smart_turn", probability=round(probability, 3))
+            else:
+                self._end_of_turn(pause, silence_secs, "smart_turn")
+                return
+        if pause.unsure and self._stt_endpoint_since(pause.started):
+            self._end_of_turn(pause, silence_secs, "stt_endpoint")
+        elif silence_secs >= self.agent.turn.silence_secs:
+            self._end_of_turn(pause, silence_secs, "silence")
 
-    def _discard_draft(self) -> None:
-        self._paused_at = None
-        if self._draft is not None:
-            self._draft.cancel()
-            self._draft = None
+    def _stt_endpoint_since(self, started: float) -> bool:
+        """A streaming STT (Deepgram) saw the caller's utterance end after `started`."""
+        endpoint = getattr(self._services.stt, "last_speech_final_at", None)
+        return endpoint is not None and endpoint >= started
+
+    def _end_of_turn(self, pause: _Pause, silence_secs: float, decided_by: str) -> None:
+        now = time.monotonic()
+        timings = TurnTimings(now - silence_secs, turn_decided=now, decided_by=decided_by)
+        self._pause = None
+        self.state = State.THINKING
+        self._start_response(self._answer(pause, timings))
+        self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        """Never dead air: no first audio within `answer_timeout_secs` means the apology."""
+        timeout = self._services.answer_timeout_secs
+        if timeout is None:
+            return
+        self._disarm_watchdog()
+        task = self._response_task
+        self._watchdog = asyncio.get_running_loop().call_later(
+            timeout, self._answer_late, task
+        )
+
+    def _disarm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _answer_late(self, task: asyncio.Task[None] | None) -> None:
+        self._watchdog = None
+        if self.state is State.THINKING and task is self._response_task and task is not None:
+            task.cancel()
+            self._failed(ServiceError(self._stage, "timeout", "no answer in time"))
+
+    def _discard_pause(self) -> None:
+        pause, self._pause = self._pause, None
+        if pause is not None:
+            pause.draft.cancel()
+            if pause.verdict is not None:
+                pause.verdict.cancel()
 
     def _start_response(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._response_task = asyncio.create_task(coroutine)
+        self._response_task = asyncio.create_task(self._guarded(coroutine))
+
+    async def _guarded(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coroutine
+        except Exception as exc:  # a failed service must not leave the caller in silence
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """A service failed mid-answer: log and count it, apologise, go on or hang up."""
+        self._disarm_watchdog()
+        service = self._stage
+        kind = exc.kind if isinstance(exc, ServiceError) else "error"
+        log.warning(
+            "service_failed",
+            service=service,
+            vendor=getattr(exc, "service", None),
+            kind=kind,
+            status=getattr(exc, "status", None),
+            error=str(exc)[:300],
+        )
+        self._on_error(service, kind)
+        response, self._response = self._response, None
+        if response is not None:
+            self._record_assistant(response.heard_text())
+        if response is None or not response.committed:
+            self._end_turn()  # the failed turn's audio must not prefix the next one
+        self.state = State.THINKING
+        self._response_task = asyncio.create_task(self._apologise())
+
+    async def _apologise(self) -> None:
+        failures = self.agent.failures
+        tts = self._services.fallback_tts or self._services.tts
+        try:
+            await self._speak(_as_llm_stream(failures.apology), TurnTimings(), None, tts=tts)
+        except Exception as exc:
+            log.error("apology_failed", error=str(exc)[:300])
+        if failures.on_error == "hang_up":
+            self.state = State.ENDED
+            await self._output.hang_up()
+            self._ended.set()
+        else:
+            self.state = State.LISTENING
 
     def _response_task_cancel(self) -> None:
         if self._response_task and not self._response_task.done():
@@ -241,9 +397,17 @@ class Conversation:
             with suppress(asyncio.CancelledError):
                 await task
 
-    async def _answer(self, draft: asyncio.Task[str], timings: TurnTimings) -> None:
-        text = (await draft).strip()
+    async def _answer(self, pause: _Pause, timings: TurnTimings) -> None:
+        self._stage = "stt"
+        text = (await pause.draft).strip()
         timings.stt_done = time.monotonic()
+        if timings.decided_by == "smart_turn" and sounds_unfinished(text):
+            # The audio said "done", the words say "and then...": keep listening.
+            log.info("turn_held", by="words", text=text)
+            pause.verdict = None
+            self._pause = pause
+            self.state = State.LISTENING
+            return
         if not any(ch.isalnum() for ch in text):
             self._end_turn()
             self.state = State.LISTENING
@@ -252,6 +416,9 @@ class Conversation:
             else:
                 log.info("turn_ignored", reason="no_words")
             return
+        await self._respond_to(text, timings)
+
+    async def _respond_to(self, text: str, timings: TurnTimings) -> None:
         self._resumable = None
         log.info("caller_said", text=text)
         context = [*self.context, Message("user", text)]
@@ -262,12 +429,18 @@ class Conversation:
         await self._speak(_as_llm_stream(text), TurnTimings(), user_text=None)
 
     async def _speak(
-        self, events: AsyncIterator[LLMEvent], timings: TurnTimings, user_text: str | None
+        self,
+        events: AsyncIterator[LLMEvent],
+        timings: TurnTimings,
+        user_text: str | None,
+        tool_round: int = 0,
+        tts: TextToSpeech | None = None,
     ) -> None:
         response = Response()
         self._response = response
         chunker = SentenceChunker()
         tool_calls: list[ToolCall] = []
+        self._stage = "llm"
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, ToolCall):
@@ -275,32 +448,60 @@ class Conversation:
                     continue
                 timings.llm_first_token = timings.llm_first_token or time.monotonic()
                 for sentence in chunker.push(event.text):
-                    await self._say(sentence, response, timings, user_text)
+                    await self._say(sentence, response, timings, user_text, tts)
         rest = chunker.flush()
         if rest:
-            await self._say(rest, response, timings, user_text)
+            await self._say(rest, response, timings, user_text, tts)
+        if user_text is not None and not response.committed:
+            self.context.append(Message("user", user_text))  # answered with tools, no words
+            self._end_turn()
         await asyncio.gather(*(s.heard for s in response.sentences if s.heard))
         self._response = None
-        self._record_assistant(response.heard_text())
+        self._record_assistant(response.heard_text(), tool_calls)
         self._on_turn(timings)
         self.state = State.LISTENING
-        for call in tool_calls:
-            await self._run_tool(call)
+        if tool_calls:
+            await self._run_tools(tool_calls, tool_round)
+
+    async def _run_tools(self, calls: list[ToolCall], tool_round: int) -> None:
+        self._disarm_watchdog()  # a tool (an HTTP call, a transfer) may take its time
+        if self._tools is None:
+            log.warning("tools_unavailable", tools=[call.name for call in calls])
+            return
+        for call in calls:
+            result = await self._tools.run(call)
+            self.context.append(result.message(call))
+            if result.ends_call:
+                self.state = State.ENDED
+                self._ended.set()
+                return
+        if tool_round + 1 < MAX_TOOL_ROUNDS:
+            self.state = State.THINKING
+            events = self._services.llm.respond(self.context)
+            await self._speak(events, TurnTimings(), None, tool_round + 1)
 
     async def _say(
-        self, text: str, response: Response, timings: TurnTimings, user_text: str | None
+        self,
+        text: str,
+        response: Response,
+        timings: TurnTimings,
+        user_text: str | None,
+        tts: TextToSpeech | None = None,
     ) -> None:
         """Speak one sentence; the first audio of an answer commits the caller's turn."""
         sentence = None
-        async with aclosing(self._services.tts.synthesize(text)) as audio:
+        self._stage = "tts"
+        async with aclosing((tts or self._services.tts).synthesize(text)) as audio:
             async for pcm in audio:
                 if sentence is None:
                     sentence = response.start(text)
                 if self.state is not State.SPEAKING:
+                    self._disarm_watchdog()
                     timings.tts_first_audio = time.monotonic()
-                    if user_text is not None:
+                    if user_text is not None and not response.committed:
                         self.context.append(Message("user", user_text))
-                    self._end_turn()
+                        self._end_turn()
+                    response.committed = True
                     self.state = State.SPEAKING
                     self._output.play(pcm).add_done_callback(timings.set_first_frame)
                 else:
@@ -308,10 +509,11 @@ class Conversation:
                 sentence.audio_secs += len(pcm) / BYTES_PER_SEC
         if sentence is not None:
             sentence.heard = self._output.mark()
+        self._stage = "llm"
 
-    def _record_assistant(self, heard: str) -> None:
-        if heard:
-            self.context.append(Message("assistant", heard))
+    def _record_assistant(self, heard: str, tool_calls: list[ToolCall] | None = None) -> None:
+        if heard or tool_calls:
+            self.context.append(Message("assistant", heard, tool_calls=tool_calls or []))
 
     def _turn_audio(self) -> bytes:
         return bytes(self._audio)
@@ -319,15 +521,6 @@ class Conversation:
     def _end_turn(self) -> None:
         self._in_turn = False
         self._audio.clear()
-
-    async def _run_tool(self, call: ToolCall) -> None:
-        log.info("tool_called", tool=call.name)
-        if call.name == "end_call" and "end_call" in self.agent.tools:
-            self.state = State.ENDED
-            await self._output.hang_up()
-            self._ended.set()
-        else:
-            log.warning("tool_unknown", tool=call.name)
 
 
 async def _as_llm_stream(text: str) -> AsyncIterator[LLMEvent]:

@@ -1,8 +1,9 @@
 """Executors for model inference: never on the event loop, never oversubscribing the cores.
 
-Heavy, long jobs (Whisper, Smart Turn) share a pool sized to the cores. The VAD runs every
-32 ms on every call and must never queue behind a second-long transcription, or barge-in
-and end-of-turn detection would lag by that much: it has a thread of its own.
+Long jobs (Whisper) share a pool sized to the cores. The VAD runs every 32 ms on every call,
+and Smart Turn decides when the caller is done: neither may queue behind a second-long
+transcription, or barge-in and end-of-turn detection would lag by that much, so each has a
+thread of its own.
 """
 
 from __future__ import annotations
@@ -20,3 +21,8 @@ def inference_executor() -> ThreadPoolExecutor:
 @cache
 def vad_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+
+
+@cache
+def turn_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn")

@@ -21,6 +21,8 @@ class SpokenSentence:
 @dataclass(slots=True)
 class Response:
     sentences: list[SpokenSentence] = field(default_factory=list)
+    committed: bool = False
+    """Its first audio went out: the caller's turn it answers is in the context."""
 
     def start(self, text: str) -> SpokenSentence:
         sentence = SpokenSentence(text)

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import structlog
 
-from pipeline.inference import inference_executor
+from pipeline.inference import turn_executor
 from pipeline.mel import N_MELS, SAMPLE_RATE, log_mel
 from pipeline.models import model_path
 
@@ -102,7 +102,7 @@ class SmartTurn:
         return float(model.predict(features(pcm16k)[None])[0])
 
     async def is_complete(self, pcm16k: bytes) -> tuple[bool, float]:
-        """(complete?, probability) for the turn so far, computed in the inference executor."""
+        """(complete?, probability) for the turn so far, computed on the turn thread."""
         loop = asyncio.get_running_loop()
-        prob = await loop.run_in_executor(inference_executor(), self.probability, pcm16k)
+        prob = await loop.run_in_executor(turn_executor(), self.probability, pcm16k)
         return prob >= self.threshold, prob

@@ -18,6 +18,8 @@ class TurnTimings:
     llm_first_token: float | None = None
     tts_first_audio: float | None = None
     first_frame_sent: float | None = None
+    decided_by: str | None = None
+    """What ended the turn: "smart_turn", "silence" or "keypad"."""
 
     def set_first_frame(self, sent: asyncio.Future[float]) -> None:
         if not sent.cancelled() and sent.exception() is None:
@@ -32,3 +34,16 @@ class TurnTimings:
             for stage in STAGES
             if (value := getattr(self, stage)) is not None
         }
+
+
+def percentiles_by_stage(turns: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """p50 and p95 (nearest rank) of each stage over a call's turns."""
+    summary: dict[str, dict[str, float]] = {}
+    for stage in STAGES:
+        values = sorted(turn[stage] for turn in turns if stage in turn)
+        if values:
+            summary[stage] = {
+                "p50": values[(len(values) - 1) // 2],
+                "p95": values[min(len(values) - 1, round(0.95 * (len(values) - 1)))],
+            }
+    return summary

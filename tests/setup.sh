@@ -56,3 +56,5 @@ fetch_corpus() {
 }
 
 fetch_corpus
+# redis-server: the shared call registry of the cluster tests (started by the tests on loopback).
+need_debs redis-server

@@ -42,8 +42,16 @@ class ScriptedLLM:
     async def respond(self, context: list[Message]) -> AsyncIterator[LLMEvent]:
         last_user = next((m.text for m in reversed(context) if m.role == "user"), "")
         intent = self.match(last_user)
-        reply = intent.reply if intent else self._config.fallback
         values = {**self._variables, "last_user_text": last_user}
+        if context and context[-1].role == "tool":
+            # The tool the intent called has answered: say what it returned, call nothing more.
+            after = intent.after_tool if intent else None
+            if after:
+                values["result"] = context[-1].text
+                for piece in re.findall(r"\S+\s*", _fill(after, values)):
+                    yield TextDelta(piece)
+            return
+        reply = intent.reply if intent else self._config.fallback
         for piece in re.findall(r"\S+\s*", _fill(reply, values)):
             yield TextDelta(piece)
         if intent and intent.tool:

@@ -6,10 +6,16 @@ it up (204). Bodies may be JSON (as the plivo SDK sends them) or a form. HTTP ba
 (auth_id:auth_token) is checked; errors carry Plivo's body `{"api_id", "error"}`. Every request
 is recorded, and `fail_next` makes the next requests answer a server error, as when Plivo's
 voice API is down and the SDK falls back to its other hosts.
+
+A call made to a number a test gave a `Callee` (`answer_with`) is placed: the fake fetches the
+answer URL with a V3-signed POST (the callee has answered), runs the answer's `<Stream>` (signed
+upgrade, `start` with the extra headers), drops it when the call is hung up through this API,
+and then posts the signed hangup callback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -20,6 +26,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from gateway.simulated_plivo import PlivoDialect
+from providers.plivo.signature import signature_headers
+from tests.fakes.phone import Callee, converse, in_thread
 
 _ROUTE = re.compile(r"^/v1/Account/([^/]+)/Call/(?:([^/]+)/)?$")
 
@@ -51,6 +63,7 @@ class FakePlivoRest:
         self.requests: list[RecordedRequest] = []
         self.calls: dict[str, FakeCall] = {}
         self.created: list[dict[str, Any]] = []
+        self.callees: dict[str, Callee] = {}
         self._failures: list[int] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -68,6 +81,12 @@ class FakePlivoRest:
         with self._lock:
             self.calls[call.call_uuid] = call
         return call
+
+    def answer_with(self, to: str, callee: Callee) -> Callee:
+        """The next call made to `to` (with or without its `+`) is answered by `callee`."""
+        with self._lock:
+            self.callees[to.removeprefix("+")] = callee
+        return callee
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """Answer the next `count` requests with `status` and Plivo's error body."""
@@ -130,7 +149,48 @@ class FakePlivoRest:
         request_uuid = str(uuid.uuid4())
         with self._lock:
             self.created.append(dict(body, request_uuid=request_uuid))
+            callee = self.callees.pop(str(body["to"]).removeprefix("+"), None)
+        if callee is not None:
+            in_thread(lambda: self._place(dict(body), request_uuid, callee), callee)
         return 201, {"api_id": _api_id(), "message": "call fired", "request_uuid": request_uuid}
+
+    async def _place(self, body: dict[str, Any], request_uuid: str, callee: Callee) -> None:
+        """Answer: fetch the answer URL, stream, then post the hangup callback."""
+        call = FakeCall(str(uuid.uuid4()), str(body["to"]), str(body["from"]))
+        with self._lock:
+            self.calls[call.call_uuid] = call
+        form = {
+            "ALegRequestUUID": request_uuid,
+            "ALegUUID": call.call_uuid,
+            "CallStatus": "in-progress",
+            "CallUUID": call.call_uuid,
+            "Direction": "outbound",
+            "Event": "StartApp",
+            "From": call.from_,
+            "RequestUUID": request_uuid,
+            "To": call.to,
+        }
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+            await asyncio.sleep(0.05)  # the 201 goes out first, as with Plivo
+            answer_url = str(body["answer_url"])
+            headers = signature_headers(self.auth_token, answer_url, form)
+            response = await http.post(answer_url, data=form, headers=headers)
+            dialect = PlivoDialect(self.auth_token, call.to, call.from_, call.call_uuid)
+            dialect.auth_id = self.auth_id
+            answer = dialect.parse_answer(response.text)
+            if answer.stream_url is not None:
+                await converse(
+                    dialect, answer.stream_url, answer.parameters, callee,
+                    lambda: call.status == "in-progress",
+                )
+            with self._lock:
+                call.status = "completed"
+            hangup_url = body.get("hangup_url")
+            if hangup_url:
+                ended = dict(form, CallStatus="completed", Event="Hangup")
+                ended["HangupCause"] = "NORMAL_CLEARING"
+                headers = signature_headers(self.auth_token, hangup_url, ended)
+                await http.post(hangup_url, data=ended, headers=headers)
 
     def _transfer(self, call: FakeCall, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         legs = body.get("legs", "aleg")

@@ -4,10 +4,16 @@
 `POST .../Calls/{CallSid}.json` updates one (Status=completed hangs up, Twiml/Url redirects),
 `GET .../Calls/{CallSid}.json` fetches one. HTTP basic auth (AccountSid:AuthToken) is checked;
 errors carry Twilio's JSON error body. Every request is recorded for tests to assert on.
+
+A call created for a number a test gave a `Callee` (`answer_with`) is placed: the fake posts
+signed status callbacks (the events asked for; `completed` always), runs the inline TwiML's
+`<Connect><Stream>` as Twilio would (signed upgrade, `start` with the `<Parameter>`s), and
+drops the stream when the call is hung up through this API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -20,9 +26,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
+from twilio.request_validator import RequestValidator
+
+from gateway.simulated_twilio import SIGNATURE_HEADER, TwilioDialect
+from tests.fakes.phone import Callee, converse, in_thread
+
 API_VERSION = "2010-04-01"
 _ROUTE = re.compile(rf"^/{API_VERSION}/Accounts/([^/]+)/Calls(?:/([^/]+))?\.json$")
 LIVE_STATUSES = frozenset({"queued", "ringing", "in-progress"})
+_CALLBACK_STATUS = {"initiated": "initiated", "ringing": "ringing", "answered": "in-progress"}
 
 
 @dataclass
@@ -50,6 +63,7 @@ class FakeCall:
     direction: str = "inbound"
     twiml: str | None = None
     status_callback: str | None = None
+    status_events: list[str] = field(default_factory=list)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     ended: datetime | None = None
 
@@ -72,6 +86,7 @@ class FakeTwilioRest:
         self.auth_token = auth_token or secrets.token_hex(16)
         self.requests: list[RecordedRequest] = []
         self.calls: dict[str, FakeCall] = {}
+        self.callees: dict[str, Callee] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -90,6 +105,12 @@ class FakeTwilioRest:
         with self._lock:
             self.calls[call.sid] = call
         return call
+
+    def answer_with(self, to: str, callee: Callee) -> Callee:
+        """The next call created to `to` is answered by `callee`."""
+        with self._lock:
+            self.callees[to] = callee
+        return callee
 
     def __enter__(self) -> FakeTwilioRest:
         self._thread.start()
@@ -123,7 +144,7 @@ class FakeTwilioRest:
         if call_sid is None:
             if req.method != "POST":
                 return _error(405, 20004, "Method not allowed")
-            return self._create(req.form)
+            return self._create(req.form, req.getlist("StatusCallbackEvent"))
         with self._lock:
             call = self.calls.get(call_sid)
         if call is None:
@@ -134,7 +155,7 @@ class FakeTwilioRest:
             return _error(405, 20004, "Method not allowed")
         return self._update(call, req.form)
 
-    def _create(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _create(self, form: dict[str, str], events: list[str]) -> tuple[int, dict[str, Any]]:
         if not form.get("To"):
             return _error(400, 21201, "No 'To' number is specified")
         if not form.get("From"):
@@ -149,10 +170,58 @@ class FakeTwilioRest:
             direction="outbound-api",
             twiml=form.get("Twiml"),
             status_callback=form.get("StatusCallback"),
+            status_events=events,
         )
         with self._lock:
             self.calls[call.sid] = call
+            callee = self.callees.pop(call.to, None)
+        if callee is not None:
+            in_thread(lambda: self._place(call, callee), callee)
         return 201, self._resource(call)
+
+    async def _place(self, call: FakeCall, callee: Callee) -> None:
+        """Ring, answer, stream the TwiML's media, then report the call completed."""
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+            await asyncio.sleep(0.05)  # the 201 goes out first, as with Twilio
+            await self._callback(http, call, "initiated")
+            call.status = "ringing"
+            await self._callback(http, call, "ringing")
+            call.status = "in-progress"
+            await self._callback(http, call, "answered")
+            answer = TwilioDialect.parse_answer(call.twiml or "")
+            if answer.stream_url is not None:
+                dialect = TwilioDialect(self.auth_token, call.to, call.from_, call.sid)
+                dialect.account_sid = self.account_sid
+                await converse(
+                    dialect, answer.stream_url, answer.parameters, callee,
+                    lambda: call.status in LIVE_STATUSES,
+                )
+            with self._lock:
+                if call.status in LIVE_STATUSES:
+                    call.status, call.ended = "completed", datetime.now(UTC)
+            await self._callback(http, call, "completed")
+
+    async def _callback(self, http: httpx.AsyncClient, call: FakeCall, event: str) -> None:
+        """A status callback, signed, if the call asked for this event."""
+        if not call.status_callback or (event != "completed" and event not in call.status_events):
+            return
+        form = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "CallSid": call.sid,
+            "CallStatus": _CALLBACK_STATUS.get(event, call.status),
+            "CallbackSource": "call-progress-events",
+            "Called": call.to,
+            "Caller": call.from_,
+            "Direction": call.direction,
+            "From": call.from_,
+            "To": call.to,
+            "Timestamp": format_datetime(datetime.now(UTC)),
+        }
+        if event == "completed":
+            form["CallDuration"] = str(int((datetime.now(UTC) - call.created).total_seconds()))
+        signature = RequestValidator(self.auth_token).compute_signature(call.status_callback, form)
+        await http.post(call.status_callback, data=form, headers={SIGNATURE_HEADER: signature})
 
     def _update(self, call: FakeCall, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         status = form.get("Status")

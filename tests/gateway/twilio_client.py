@@ -151,6 +151,9 @@ class TwilioStream:
     def mark(self, name: str) -> str:
         return self._message("mark", mark={"name": name})
 
+    def dtmf(self, digit: str) -> str:
+        return self._message("dtmf", dtmf={"track": "inbound_track", "digit": digit})
+
     def stop(self) -> str:
         return self._message("stop", stop={"callSid": self.call_sid})
 

@@ -139,7 +139,10 @@ def test_half_band_streaming_equals_one_shot(chunks, in_rate):
         parts.append(stream.process(signal[start : start + 2 * size]))
         start += 2 * size
     parts.append(stream.process(signal[start:]))
-    assert b"".join(parts) == whole
+    streamed = np.frombuffer(b"".join(parts), np.int16).astype(np.int32)
+    one_shot = np.frombuffer(whole, np.int16).astype(np.int32)
+    assert len(streamed) == len(one_shot)
+    assert np.abs(streamed - one_shot).max() <= 1  # float rounding only: no clicks at borders
 
 
 def test_half_band_delay_is_a_few_milliseconds():

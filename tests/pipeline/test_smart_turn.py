@@ -186,7 +186,7 @@ def test_complete_turns_score_above_cut_ones(model, turn_set, report_figure):
     assert auc >= 0.68
 
 
-async def test_is_complete_runs_in_the_inference_executor():
+async def test_is_complete_runs_on_the_turn_thread():
     class Recorder:
         def __init__(self) -> None:
             self.threads: list[str] = []
@@ -202,6 +202,6 @@ async def test_is_complete_runs_in_the_inference_executor():
     assert (done, prob) == (True, pytest.approx(0.7))
     done, _ = await SmartTurn(threshold=0.8, model=recorder).is_complete(pcm)  # type: ignore[arg-type]
     assert done is False
-    assert all(name.startswith("inference") for name in recorder.threads)
+    assert all(name.startswith("turn") for name in recorder.threads)
     with pytest.raises(ValueError):
         SmartTurn(threshold=1.0)

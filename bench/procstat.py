@@ -1,0 +1,67 @@
+"""CPU, memory, threads and file descriptors of a process, sampled from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # monotonic
+    cpu_secs: float  # user + system, all threads
+    rss_mb: float
+    threads: int
+    fds: int
+
+
+def sample(pid: int) -> Sample:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    rss_kb = threads = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss_kb = int(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return Sample(time.monotonic(), cpu, rss_kb / 1024, threads, fds)
+
+
+class Sampler:
+    """Samples `pid` every `interval` seconds while `run()` is running."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid, self.interval = pid, interval
+        self.samples: list[Sample] = []
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.samples.append(sample(self.pid))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            await asyncio.sleep(self.interval)
+
+    def window(self, start: float, end: float) -> list[Sample]:
+        return [s for s in self.samples if start <= s.at <= end]
+
+
+def cpu_percent(samples: list[Sample]) -> float | None:
+    """Mean CPU over the samples, in % of one core."""
+    if len(samples) < 2 or samples[-1].at <= samples[0].at:
+        return None
+    busy = samples[-1].cpu_secs - samples[0].cpu_secs
+    return 100 * busy / (samples[-1].at - samples[0].at)
+
+
+def own_cpu_secs() -> float:
+    times = os.times()
+    return times.user + times.system
