@@ -94,7 +94,6 @@ class Call:
             log.exception("call_failed")
         finally:
             self._metrics.calls_active.dec()
-            await close_services(self._services)
             record.ended_at = time.time()
             if record.status == "in-progress":
                 record.status = "completed"
@@ -111,6 +110,7 @@ class Call:
                 transcript=record.transcript,
             )
             await self._save()
+            await close_services(self._services)  # Deepgram may take a moment to say goodbye
             structlog.contextvars.unbind_contextvars("call_id")
 
     async def _save(self) -> None:

@@ -272,9 +272,11 @@ class Conversation:
             return
         audio = bytes(self._audio)
         detector = self._services.turn_detector
+        draft = asyncio.create_task(self._services.stt.transcribe(audio))
+        draft.add_done_callback(_quiet)  # a failed draft matters only if its turn ends
         self._pause = _Pause(
             at_seconds,
-            asyncio.create_task(self._services.stt.transcribe(audio)),
+            draft,
             asyncio.create_task(detector.audio_says_complete(audio)) if detector else None,
             time.monotonic(),
         )
@@ -525,3 +527,9 @@ class Conversation:
 
 async def _as_llm_stream(text: str) -> AsyncIterator[LLMEvent]:
     yield TextDelta(text)
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    """Marks a speculative task's failure as seen; whoever awaits it still gets it."""
+    if not task.cancelled():
+        task.exception()

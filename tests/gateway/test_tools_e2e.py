@@ -175,6 +175,14 @@ def test_keypad_entry_is_a_caller_turn(server):
         answered = answer_call(gateway, agent="tools_ok")
         stream = TwilioStream(answered.call_sid)
         async with media_socket(gateway) as ws:
+
+            async def echo_marks() -> None:  # as Twilio does once the audio has played
+                async for message in ws:
+                    event = json.loads(message)
+                    if event["event"] == "mark":
+                        await ws.send(stream.mark(event["mark"]["name"]))
+
+            echo = asyncio.create_task(echo_marks())
             await start_stream(ws, stream, answered.token)
             for digit in "123#":
                 await ws.send(stream.dtmf(digit))
@@ -183,6 +191,7 @@ def test_keypad_entry_is_a_caller_turn(server):
                 await ws.send(stream.media())
                 await asyncio.sleep(0.02)
             await ws.send(stream.stop())
+            echo.cancel()
         return answered.call_id
 
     call_id = asyncio.run(call())
