@@ -99,23 +99,20 @@ def step_figures(
 def server_turns(logs: list[dict[str, Any]]) -> dict[str, Any]:
     """The server's own view of its turns, from its JSON log.
 
-    Each `turn_answered` is paired with the same call's last `turn_ended` before it, to tell
-    turns that Smart Turn ended from those the silence timeout ended. `turn_decided` counts from
-    the caller's last voiced frame, so a Smart Turn decision takes `turn_decided - pause_secs`.
+    Each `turn_answered` says what ended its turn (`decided_by`: Smart Turn or the silence
+    timeout). `turn_decided` counts from the caller's last voiced frame, so a Smart Turn
+    decision takes `turn_decided - pause_secs`.
     """
-    decided: dict[str, str] = {}
     by: dict[str, list[float]] = {"smart_turn": [], "silence": []}
     first_frame: list[float] = []
     stages: dict[str, list[float]] = {}
     errors = 0
     for record in logs:
-        event, call = record.get("event"), record.get("call_id", "")
         if record.get("level") in ("error", "critical"):
             errors += 1
-        if event == "turn_ended":
-            decided[call] = record.get("decided_by", "")
-        elif event == "turn_answered" and "turn_decided" in record:
-            by.setdefault(decided.pop(call, "unknown"), []).append(record["turn_decided"])
+        if record.get("event") == "turn_answered" and "turn_decided" in record:
+            decided_by = record.get("decided_by") or "unknown"
+            by.setdefault(decided_by, []).append(record["turn_decided"])
             if "first_frame_sent" in record:
                 first_frame.append(record["first_frame_sent"])
             for stage in STAGES:

@@ -13,6 +13,7 @@ import structlog
 from gateway.http_client import http_client
 from gateway.metrics import Metrics
 from gateway.playout import MediaSink, Playout
+from gateway.recording import CallRecorder
 from gateway.registry import CallRecord
 from pipeline.agent import AgentConfig
 from pipeline.conversation import Conversation, Services
@@ -65,6 +66,7 @@ class Call:
         self._tts = services.tts
         self._goodbye = asyncio.Event()
         self._goodbye_text = ""
+        self._recorder: CallRecorder | None = None
         self.playout = Playout(_CountingSink(session, metrics), playout_lead_secs)
         tools = ToolRunner(agent.tools, self, http_client(), agent.transfer_targets)
         self.conversation = Conversation(
@@ -79,6 +81,7 @@ class Call:
         self._metrics.calls_total.labels(provider=record.provider).inc()
         self._metrics.calls_active.inc()
         log.info("call_started", provider=record.provider, agent=record.agent)
+        self._start_recording()
         try:
             await self._save()
             ended_by = await _first_to_finish(
@@ -110,6 +113,7 @@ class Call:
                 transcript=record.transcript,
             )
             await self._save()
+            await self._finish_recording()
             await close_services(self._services)  # Deepgram may take a moment to say goodbye
             structlog.contextvars.unbind_contextvars("call_id")
 
@@ -121,6 +125,25 @@ class Call:
             await self._save_record(self.record, *RECORD_FIELDS)
         except Exception as exc:
             log.warning("call_record_not_saved", error=repr(exc))
+
+    def _start_recording(self) -> None:
+        config = self._agent.recording
+        if not config.enabled:
+            return
+        try:
+            self._recorder = CallRecorder(config.directory, self.record.id)
+        except Exception as exc:  # a recording that cannot start must not stop the call
+            log.warning("call_recording_failed", error=repr(exc))
+            return
+        self.playout.listener = self._recorder
+
+    async def _finish_recording(self) -> None:
+        if self._recorder is None:
+            return
+        summary = self.record.to_json()
+        transcript = summary.pop("transcript")
+        self.playout.listener = None
+        await asyncio.to_thread(self._recorder.finish, transcript, summary)
 
     def say_goodbye(self, text: str) -> None:
         """End the call after speaking `text` (the gateway is draining); the conversation's
@@ -144,11 +167,15 @@ class Call:
         # a streaming STT that takes the wire's mu-law (Deepgram) gets it as is, at once;
         # the frame path (denoise, VAD, turn detection) still needs PCM
         feed_mulaw = getattr(self._services.stt, "feed_mulaw", None)
+        recorder = self._recorder
         async for event in self._session.events():
             if isinstance(event, AudioIn):
                 if feed_mulaw is not None:
                     feed_mulaw(event.payload)
-                await self.conversation.hear(self._session.frame(event))
+                frame = self._session.frame(event)
+                if recorder is not None:
+                    recorder.caller(frame)
+                await self.conversation.hear(frame)
                 self._metrics.frames_in.inc()
             elif isinstance(event, PlaybackMarked):
                 self.playout.marked(event.name)

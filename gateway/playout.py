@@ -25,6 +25,13 @@ class MediaSink(Protocol):
     async def send_clear(self) -> None: ...
 
 
+class PlayoutListener(Protocol):
+    """Sees the agent audio the far end will play (a call's recorder)."""
+
+    def played(self, pcm16k: bytes, plays_at: float) -> None: ...
+    def cleared(self, at: float) -> None: ...
+
+
 @dataclass(slots=True)
 class _Mark:
     name: str
@@ -61,6 +68,7 @@ class Playout:
         self._clock_start = 0.0
         self._frames_on_clock = 0
         self.frames_sent = 0
+        self.listener: PlayoutListener | None = None
 
     @property
     def far_end_plays_until(self) -> float:
@@ -114,6 +122,8 @@ class Playout:
         self._clears += 1
         self._frames_on_clock = 0
         self._clock_start = now
+        if self.listener is not None:
+            self.listener.cleared(now)
         self._queue.append(_CLEAR)
         self._wakeup.set()
         return dropped
@@ -153,6 +163,8 @@ class Playout:
             await asyncio.sleep(due - now)
             if clears != self._clears:
                 return  # cleared while waiting: this frame is no longer wanted
+        if self.listener is not None:
+            self.listener.played(frame, self.far_end_plays_until)
         self._frames_on_clock += 1
         self.frames_sent += 1
         if self._awaiting_first_frame:

@@ -6,6 +6,10 @@ and digits only, so it travels in its alphanumeric form (`encode_token_alnum`). 
 extra headers back in the `start` message (`extra_headers`); a token header on the upgrade
 request itself is used first when present. Plivo's stream has no `stop`: the socket closing
 ends the call.
+
+A transfer moves the call's A leg to `/plivo/transfer` (Call Transfer API), which answers a
+`<Dial>`. Where to dial travels in that URL as a signed, short-lived token bound to the call:
+a bare number in the URL would let anyone who can reach us make us dial it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from gateway.media_calls import (
     Admitted,
     HangUp,
     Ringing,
+    Transfer,
     admit,
     admit_outbound,
     record_provider_status,
@@ -28,20 +33,30 @@ from gateway.media_calls import (
     signature_refused,
 )
 from gateway.public_url import public_http_url, public_url_of, stream_url
-from gateway.security import InvalidToken, decode_token_alnum, encode_token_alnum
+from gateway.security import (
+    InvalidToken,
+    decode_token_alnum,
+    encode_token_alnum,
+    sign_claims,
+    verify_claims,
+)
 from gateway.state import Gateway
 from gateway.status_webhooks import sender_of
 from providers.events import CallStarted
 from providers.plivo.media import PlivoMediaProtocol
 from providers.plivo.rest import PlivoApiError, PlivoRest
 from providers.plivo.signature import NONCE_HEADER, SIGNATURE_HEADER, verify_webhook
-from providers.plivo.xml import speak_and_hangup_xml, stream_xml
+from providers.plivo.xml import dial_xml, speak_and_hangup_xml, stream_xml
 
 log = structlog.get_logger()
 
 PROVIDER = "plivo"
 MEDIA_PATH = "/plivo/media"
 STATUS_PATH = "/plivo/status"
+TRANSFER_PATH = "/plivo/transfer"
+TRANSFER_PURPOSE = "plivo-transfer"
+TRANSFER_TOKEN_TTL_SECS = 120
+"""Plivo fetches the transfer URL at once; the token need not outlive that."""
 TOKEN_HEADER = "calltoken"
 """Extra header carrying the call token (alphanumeric form)."""
 CALL_ID_HEADER = "callid"
@@ -135,6 +150,24 @@ async def status(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def transfer(request: Request) -> Response:
+    """The `<Dial>` a transferred call's A leg runs: its target comes from the signed `t`."""
+    gateway: Gateway = request.app.state.gateway
+    params = await _verified_form(request, gateway)
+    if params is None:
+        return signature_refused(gateway, PROVIDER, request.url.path)
+    try:
+        claims = verify_claims(gateway.secret, TRANSFER_PURPOSE, request.query_params.get("t"))
+        if params.get("CallUUID") != claims.get("call"):
+            raise InvalidToken("transfer token is for another call")
+        document = dial_xml(claims["to"], claims.get("caller_id") or None)
+    except (InvalidToken, KeyError, ValueError) as exc:
+        log.warning("transfer_refused", provider=PROVIDER, error=str(exc))
+        return Response("invalid transfer token", status_code=403)
+    log.info("transfer_dialed", provider=PROVIDER, call_uuid=params.get("CallUUID"))
+    return _xml(document)
+
+
 def _upgrade_signed(gateway: Gateway, websocket: WebSocket, auth_token: str) -> bool:
     """Plivo signs the upgrade as a GET without params over the stream URL it was given.
 
@@ -157,17 +190,38 @@ async def media(websocket: WebSocket) -> None:
     def token_of(started: CallStarted) -> str:
         return decode_token_alnum(upgrade_token or started.parameters.get(TOKEN_HEADER))
 
+    rest = _rest_client(gateway)
+    transfer_url = public_url_of(gateway, websocket, TRANSFER_PATH)
     await serve_media(
-        gateway, websocket, PlivoMediaProtocol(), PROVIDER, token_of, _rest_hang_up(gateway)
+        gateway,
+        websocket,
+        PlivoMediaProtocol(),
+        PROVIDER,
+        token_of,
+        _rest_hang_up(rest) if rest else None,
+        _rest_transfer(rest, gateway.secret, transfer_url) if rest else None,
     )
 
 
-def _rest_hang_up(gateway: Gateway) -> HangUp | None:
+def _rest_client(gateway: Gateway) -> PlivoRest | None:
     plivo = gateway.config.settings.plivo
     if not (plivo.auth_id and plivo.auth_token):
         return None
-    rest = PlivoRest(plivo.auth_id, plivo.auth_token, plivo.api_base)
+    return PlivoRest(plivo.auth_id, plivo.auth_token, plivo.api_base)
 
+
+def _rest_transfer(rest: PlivoRest, secret: str, transfer_url: str) -> Transfer:
+    async def transfer(call_uuid: str, to: str, caller_id: str | None) -> None:
+        """The A leg leaves the stream for `/plivo/transfer`'s `<Dial>`: Plivo ends the stream."""
+        dial_xml(to, caller_id)  # a target Plivo could not dial fails here, before the API call
+        claims = {"to": to, "caller_id": caller_id or "", "call": call_uuid}
+        token = sign_claims(secret, TRANSFER_PURPOSE, claims, TRANSFER_TOKEN_TTL_SECS)
+        await rest.transfer(call_uuid, aleg_url=f"{transfer_url}?t={token}")
+
+    return transfer
+
+
+def _rest_hang_up(rest: PlivoRest) -> HangUp:
     async def hang_up(call_uuid: str) -> None:
         try:
             await rest.hangup(call_uuid)
@@ -181,5 +235,6 @@ routes = [
     Route("/plivo/answer", answer, methods=["POST"]),
     Route("/plivo/hangup", hangup, methods=["POST"]),
     Route(STATUS_PATH, status, methods=["POST"]),
+    Route(TRANSFER_PATH, transfer, methods=["POST"]),
     WebSocketRoute(MEDIA_PATH, media),
 ]

@@ -67,6 +67,38 @@ def verify_call_token(secret: str, token: str | None, now: float | None = None) 
     return parsed
 
 
+def sign_claims(
+    secret: str, purpose: str, claims: dict[str, str], ttl_secs: int, now: float | None = None
+) -> str:
+    """A short-lived signed token carrying `claims` for one `purpose` (e.g. a transfer target
+    in a URL the provider fetches back). Its MAC also covers `purpose`, so a token made for one
+    purpose (or a call token) never passes as another."""
+    expires_at = int((time.time() if now is None else now) + ttl_secs)
+    body = _b64(json.dumps({"e": expires_at, "v": claims}, separators=(",", ":")).encode())
+    return f"{body}.{_mac(secret, f'{purpose}.{body}')}"
+
+
+def verify_claims(
+    secret: str, purpose: str, token: str | None, now: float | None = None
+) -> dict[str, str]:
+    """The claims of a `sign_claims` token; InvalidToken if forged, expired or malformed."""
+    if not token or token.count(".") != 1 or len(token) > 1024 or not token.isascii():
+        raise InvalidToken("missing or malformed token")
+    body, mac = token.split(".")
+    if not hmac.compare_digest(mac, _mac(secret, f"{purpose}.{body}")):
+        raise InvalidToken("token signature does not match")
+    try:
+        decoded = json.loads(_unb64(body))
+        expires_at, claims = int(decoded["e"]), decoded["v"]
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise InvalidToken("token claims are malformed") from exc
+    if not isinstance(claims, dict) or not all(isinstance(v, str) for v in claims.values()):
+        raise InvalidToken("token claims are malformed")
+    if expires_at < (time.time() if now is None else now):
+        raise InvalidToken("token has expired")
+    return claims
+
+
 _MAC_BYTES = hashlib.sha256().digest_size
 _MAX_ALNUM_CHARS = 2048
 

@@ -229,6 +229,14 @@ class DtmfConfig(Strict):
         return terminator
 
 
+class RecordingConfig(Strict):
+    """Per call, a stereo WAV (caller left, agent right) and the transcript as JSON, written
+    into `directory` (relative paths: to the gateway's working directory)."""
+
+    enabled: bool = False
+    directory: str = Field(default="recordings", min_length=1)
+
+
 class AgentConfig(Strict):
     name: str = "default"
     greeting: str = ""
@@ -244,6 +252,7 @@ class AgentConfig(Strict):
     """Where `transfer_call` may dial (E.164 or sip: URIs); empty means any valid target."""
     dtmf: DtmfConfig = Field(default_factory=DtmfConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     max_call_secs: float = Field(default=3600, gt=0)
 
     @field_validator("transfer_targets")

@@ -37,3 +37,20 @@ def test_make_run_and_test_bootstrap_the_venv_and_models():
     assert "python3 -m venv" in (REPO / "Makefile").read_text().replace("$(PYTHON)", "python3")
     assert "--source pypi" in targets["test"]  # tests never reach another host
     assert "tests/setup.sh" in targets["test"] and "pytest" in targets["test"]
+
+
+def test_readme_agent_example_is_a_valid_agent_file():
+    import yaml
+
+    from pipeline.agent import AgentConfig
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("### Agents", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    agent = AgentConfig.model_validate(yaml.safe_load(block))
+    assert agent.turn.smart_turn and agent.denoise.provider == "speex"
+    assert [t if isinstance(t, str) else t.name for t in agent.tools] == [
+        "end_call",
+        "transfer_call",
+        "send_dtmf",
+        "order_status",
+    ]

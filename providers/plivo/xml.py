@@ -1,6 +1,7 @@
 """Plivo XML answer documents, built with the plivo SDK's own XML elements.
 
-Reference: https://www.plivo.com/docs/voice/xml/audiostream (the <Stream> element).
+References: https://www.plivo.com/docs/voice/xml/audiostream (the <Stream> element) and
+https://www.plivo.com/docs/voice/xml/dial (<Dial> with its <Number> and <User> nouns).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ MAX_EXTRA_HEADERS_BYTES = 512
 """Plivo's limit on the encoded `extraHeaders` attribute."""
 
 STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_SIP_URI = re.compile(r"sip:[^\s@<>\"]+@[^\s<>\"]+")
+_MAX_SIP_URI_CHARS = 254
 
 _HEADER_TOKEN = re.compile(r"[A-Za-z0-9]+")
 """Plivo allows only [A-Za-z0-9] in extra header keys and values (`=` and `,` separate them)."""
@@ -73,3 +78,25 @@ def speak_and_hangup_xml(text: str) -> str:
 def reject_xml(reason: Literal["busy", "rejected"] = "busy") -> str:
     """Refuse the call without answering it: the caller hears busy (or a rejection)."""
     return plivoxml.ResponseElement().add(plivoxml.HangupElement(reason=reason)).to_string(False)
+
+
+def _plivo_number(number: str, what: str) -> str:
+    """Plivo writes numbers as country code and digits, without the leading `+`."""
+    if not _E164.fullmatch(number):
+        raise ValueError(f"{what} must be an E.164 number (+14155550123)")
+    return number.removeprefix("+")
+
+
+def dial_xml(to: str, caller_id: str | None = None) -> str:
+    """`<Dial>`: connect the caller to `to`, an E.164 number (`<Number>`) or a `sip:user@host`
+    URI (`<User>`); what a transferred call's A leg runs. `caller_id` (E.164) is the number the
+    transferee sees: one of the account's numbers, for PSTN."""
+    if _E164.fullmatch(to):
+        noun: plivoxml.PlivoXMLElement = plivoxml.NumberElement(_plivo_number(to, "to"))
+    elif _SIP_URI.fullmatch(to) and len(to) <= _MAX_SIP_URI_CHARS:
+        noun = plivoxml.UserElement(to)
+    else:
+        raise ValueError("to must be an E.164 number (+14155550123) or a sip:user@host URI")
+    caller = _plivo_number(caller_id, "caller_id") if caller_id else None
+    dial = plivoxml.DialElement(caller_id=caller).add(noun)
+    return plivoxml.ResponseElement().add(dial).to_string(False)

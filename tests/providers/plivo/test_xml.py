@@ -5,6 +5,7 @@ import pytest
 from providers.plivo.xml import (
     MAX_EXTRA_HEADERS_BYTES,
     ExtraHeadersError,
+    dial_xml,
     encode_extra_headers,
     reject_xml,
     speak_and_hangup_xml,
@@ -75,3 +76,46 @@ def test_reject_is_a_busy_hangup() -> None:
     [hangup] = list(doc)
     assert hangup.tag == "Hangup" and hangup.attrib == {"reason": "busy"}
     assert ET.fromstring(reject_xml("rejected"))[0].attrib == {"reason": "rejected"}
+
+
+def test_dial_xml_dials_a_number_as_plivo_writes_it() -> None:
+    doc = ET.fromstring(dial_xml("+15551230000", caller_id="+15005550006"))
+    [dial] = list(doc)
+    assert dial.tag == "Dial" and dial.attrib == {"callerId": "15005550006"}
+    [number] = list(dial)
+    assert (number.tag, number.text, number.attrib) == ("Number", "15551230000", {})
+
+
+def test_dial_xml_dials_a_sip_uri_as_a_user_without_caller_id() -> None:
+    uri = "sip:ext&42@pbx.example.com;transport=tls"
+    [dial] = list(ET.fromstring(dial_xml(uri)))
+    assert dial.attrib == {}
+    [user] = list(dial)
+    assert (user.tag, user.text) == ("User", uri)  # the & survives escaping
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "15551230000",
+        "+0555123",
+        "+1555",
+        "+1555123000012345",
+        "+1555123000<",
+        "sip:pbx.example.com",
+        'sip:a"b@pbx.example.com',
+        "sip:a@b c",
+        "sip:a@" + "h" * 260,
+        "tel:+15551230000",
+        "",
+    ],
+)
+def test_dial_xml_refuses_what_is_not_a_number_or_sip_uri(to: str) -> None:
+    with pytest.raises(ValueError, match="to must be"):
+        dial_xml(to)
+
+
+@pytest.mark.parametrize("caller_id", ["15005550006", "sip:me@pbx.example.com", '+1" x="y'])
+def test_dial_xml_refuses_a_caller_id_that_is_not_e164(caller_id: str) -> None:
+    with pytest.raises(ValueError, match="caller_id must be"):
+        dial_xml("+15551230000", caller_id=caller_id)
