@@ -36,6 +36,19 @@ TokenOf = Callable[[CallStarted], str | None]
 """Where a provider's call token is, once the stream's `start` has arrived."""
 
 HangUp = Callable[[str], Awaitable[None]]
+
+
+def logged_hang_up(hang_up: HangUp, provider: str, errors: type[Exception]) -> HangUp:
+    """The provider's REST hang-up; its failure is logged, the call ends on our side anyway."""
+
+    async def attempt(provider_call_id: str) -> None:
+        try:
+            await hang_up(provider_call_id)
+        except errors as exc:
+            log.warning("hangup_failed", provider=provider, error=str(exc))
+
+    return attempt
+
 Transfer = Callable[[str, str, str | None], Awaitable[None]]
 """(provider call id, where to, caller id): hand the live call over to another number."""
 """Ends the call at the provider (by its call id); logs its own API errors, never raises them."""

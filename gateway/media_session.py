@@ -53,7 +53,7 @@ class WebSocketMediaSession:
         try:
             return self.protocol.receive_text(text)
         except ProtocolError as exc:
-            if getattr(exc, "fatal", True):
+            if exc.fatal:
                 raise CallEnded(str(exc)) from exc
             return self._ignore(str(exc))
 

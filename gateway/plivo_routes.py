@@ -22,11 +22,11 @@ from starlette.websockets import WebSocket
 
 from gateway.media_calls import (
     Admitted,
-    HangUp,
     Ringing,
     Transfer,
     admit,
     admit_outbound,
+    logged_hang_up,
     record_provider_status,
     refuse_upgrade,
     serve_media,
@@ -198,7 +198,7 @@ async def media(websocket: WebSocket) -> None:
         PlivoMediaProtocol(),
         PROVIDER,
         token_of,
-        _rest_hang_up(rest) if rest else None,
+        logged_hang_up(rest.hangup, PROVIDER, PlivoApiError) if rest else None,
         _rest_transfer(rest, gateway.secret, transfer_url) if rest else None,
     )
 
@@ -220,15 +220,6 @@ def _rest_transfer(rest: PlivoRest, secret: str, transfer_url: str) -> Transfer:
 
     return transfer
 
-
-def _rest_hang_up(rest: PlivoRest) -> HangUp:
-    async def hang_up(call_uuid: str) -> None:
-        try:
-            await rest.hangup(call_uuid)
-        except PlivoApiError as exc:
-            log.warning("hangup_failed", provider=PROVIDER, error=str(exc))
-
-    return hang_up
 
 
 routes = [

@@ -9,10 +9,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.media_calls import (
-    HangUp,
     Ringing,
     Transfer,
     admit,
+    logged_hang_up,
     record_provider_status,
     refuse_upgrade,
     serve_media,
@@ -94,7 +94,7 @@ async def media(websocket: WebSocket) -> None:
         TwilioMediaProtocol(),
         PROVIDER,
         _token_of,
-        _rest_hang_up(rest) if rest else None,
+        logged_hang_up(rest.hangup, PROVIDER, TwilioApiError) if rest else None,
         _rest_transfer(rest) if rest else None,
     )
 
@@ -119,15 +119,6 @@ def _rest_transfer(rest: TwilioRest) -> Transfer:
 
     return transfer
 
-
-def _rest_hang_up(rest: TwilioRest) -> HangUp:
-    async def hang_up(call_sid: str) -> None:
-        try:
-            await rest.hangup(call_sid)
-        except TwilioApiError as exc:
-            log.warning("hangup_failed", provider=PROVIDER, error=str(exc))
-
-    return hang_up
 
 
 routes = [

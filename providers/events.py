@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 
 
 class ProtocolError(Exception):
-    """A peer sent something the protocol does not allow; the edge decides to ignore or end."""
+    """A peer sent something the protocol does not allow; the edge decides to ignore or end.
+
+    `fatal` tells the edge whether the stream can go on (drop this message and log) or must
+    end (its state is broken, or the peer is not a genuine media stream of that provider).
+    """
+
+    def __init__(self, message: str, *, fatal: bool) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from providers.events import (
     PlaybackMarked,
     ProtocolError,
 )
+from providers.json_fields import int_or_none, require_object, require_string
 
 MAX_MESSAGE_CHARS = 64 * 1024
 """Largest inbound text frame we parse. Plivo's biggest message is `start` (plus at most 512
@@ -51,10 +52,6 @@ class PlivoProtocolError(ProtocolError):
     `fatal` tells the edge whether the stream can go on (drop this message and log) or must end
     (the state of the stream is broken, or the peer is not a genuine Plivo audio stream).
     """
-
-    def __init__(self, message: str, *, fatal: bool) -> None:
-        super().__init__(message)
-        self.fatal = fatal
 
 
 class StreamNotStarted(RuntimeError):
@@ -83,26 +80,11 @@ def _broken(message: str) -> PlivoProtocolError:
 
 
 def _object(msg: dict[str, Any], key: str, *, fatal: bool = False) -> dict[str, Any]:
-    value = msg.get(key)
-    if not isinstance(value, dict):
-        raise PlivoProtocolError(f"{key!r} is missing or not an object", fatal=fatal)
-    return value
+    return require_object(msg, key, PlivoProtocolError, fatal=fatal)
 
 
 def _string(obj: dict[str, Any], key: str, *, fatal: bool = False) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise PlivoProtocolError(f"{key!r} is missing or not a string", fatal=fatal)
-    return value
-
-
-def _int_or_none(value: object) -> int | None:
-    """Plivo sends timestamps as decimal strings and counters as numbers; reject junk."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and 0 < len(value) <= 20 and value.isdigit() and value.isascii():
-        return int(value)
-    return None
+    return require_string(obj, key, PlivoProtocolError, fatal=fatal)
 
 
 def parse_extra_headers(raw: object) -> dict[str, str]:
@@ -209,7 +191,7 @@ class PlivoMediaProtocol:
         stream_id = _string(start, "streamId", fatal=True)
         call_id = _string(start, "callId", fatal=True)
         fmt = _object(start, "mediaFormat", fatal=True)
-        media_format = MediaFormat(fmt.get("encoding"), _int_or_none(fmt.get("sampleRate")))  # type: ignore[arg-type]
+        media_format = MediaFormat(fmt.get("encoding"), int_or_none(fmt.get("sampleRate")))  # type: ignore[arg-type]
         if media_format != SUPPORTED_FORMAT:
             raise _broken(f"unsupported mediaFormat {fmt!r:.120}")
         tracks = start.get("tracks", ["inbound"])
@@ -250,14 +232,14 @@ class PlivoMediaProtocol:
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
             raise _bad("media payload is not valid base64") from exc
-        chunk = _int_or_none(media.get("chunk"))
+        chunk = int_or_none(media.get("chunk"))
         if chunk is not None:
             if self._last_chunk is not None and chunk != self._last_chunk + 1:
                 self.sequence_gaps += 1
             self._last_chunk = chunk
         if not audio:
             return []
-        return [AudioIn(audio, _int_or_none(media.get("timestamp")))]
+        return [AudioIn(audio, int_or_none(media.get("timestamp")))]
 
     def _on_played(self, name: str) -> list[Event]:
         if _remove_first(self._pending, name):

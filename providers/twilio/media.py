@@ -21,6 +21,7 @@ from providers.events import (
     PlaybackMarked,
     ProtocolError,
 )
+from providers.json_fields import int_or_none, require_object, require_string
 
 MAX_MESSAGE_CHARS = 64 * 1024
 """Largest inbound text frame we parse. Twilio's biggest message (`start` with custom
@@ -35,10 +36,6 @@ class TwilioProtocolError(ProtocolError):
     `fatal` tells the edge whether the stream can go on (drop this message and log) or must end
     (the state of the stream is broken, or the peer is not a genuine Twilio media stream).
     """
-
-    def __init__(self, message: str, *, fatal: bool) -> None:
-        super().__init__(message)
-        self.fatal = fatal
 
 
 class StreamNotStarted(RuntimeError):
@@ -64,26 +61,11 @@ def _broken(message: str) -> TwilioProtocolError:
 
 
 def _object(msg: dict[str, Any], key: str, *, fatal: bool = False) -> dict[str, Any]:
-    value = msg.get(key)
-    if not isinstance(value, dict):
-        raise TwilioProtocolError(f"{key!r} is missing or not an object", fatal=fatal)
-    return value
+    return require_object(msg, key, TwilioProtocolError, fatal=fatal)
 
 
 def _string(obj: dict[str, Any], key: str, *, fatal: bool = False) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise TwilioProtocolError(f"{key!r} is missing or not a string", fatal=fatal)
-    return value
-
-
-def _int_or_none(value: object) -> int | None:
-    """Twilio sends counters and timestamps as decimal strings; tolerate ints, reject junk."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and 0 < len(value) <= 20 and value.isdigit() and value.isascii():
-        return int(value)
-    return None
+    return require_string(obj, key, TwilioProtocolError, fatal=fatal)
 
 
 class TwilioMediaProtocol:
@@ -151,7 +133,7 @@ class TwilioMediaProtocol:
         raise _bad(f"unknown event {str(event)[:40]!r}")
 
     def _track_sequence(self, value: object) -> None:
-        seq = _int_or_none(value)
+        seq = int_or_none(value)
         if seq is None:
             return
         if self._last_sequence is not None and seq != self._last_sequence + 1:
@@ -217,7 +199,7 @@ class TwilioMediaProtocol:
             raise _bad("media payload is not valid base64") from exc
         if not audio:
             return []
-        return [AudioIn(audio, _int_or_none(media.get("timestamp")))]
+        return [AudioIn(audio, int_or_none(media.get("timestamp")))]
 
     # -- outbound --------------------------------------------------------------------------
 
