@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import denoise_eval
 from bench.loadgen import LoadOptions, LoadResult, load_turns, run_load
 from bench.procstat import Sampler, cpu_percent, own_cpu_secs, sample
 from bench.report import markdown, plots, rss_slope_mb, server_turns, step_figures
@@ -148,6 +149,7 @@ def main() -> int:
                         default=RAMP)
     parser.add_argument("--call-secs", type=float, default=40.0)
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--no-denoise", action="store_true", help="skip the noise evaluation")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     turns = load_turns()
@@ -169,6 +171,8 @@ def main() -> int:
         if not args.no_latency:
             report["latency"] = latency()
             _write("latency.json", report["latency"])
+        if not args.no_denoise:  # VAD false starts and WER per suppressor, CPU per call-minute
+            denoise_eval.main()
     (RESULTS / "summary.md").write_text(markdown(report))
     plots(report, gaps, RESULTS)
     print(f"results in {RESULTS}")

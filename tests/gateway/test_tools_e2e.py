@@ -9,10 +9,12 @@ import json
 import secrets
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.corpus import asterisk_prompts
@@ -75,6 +77,13 @@ def _agent(tool_path: str, url: str) -> dict:
                     "after_tool": "Your order is {result}.",
                 },
                 {
+                    "name": "keys_out",
+                    "keywords": ["operator"],
+                    "reply": "Sending the tones.",
+                    "tool": "send_dtmf",
+                    "arguments": {"digits": "19"},
+                },
+                {
                     "name": "transfer",
                     "keywords": ["extension"],
                     "reply": "Transferring you now.",
@@ -92,6 +101,7 @@ def _agent(tool_path: str, url: str) -> dict:
         "tools": [
             "end_call",
             "transfer_call",
+            "send_dtmf",
             {
                 "name": "order_status",
                 "description": "Look up an order",
@@ -199,3 +209,32 @@ def test_keypad_entry_is_a_caller_turn(server):
     texts = [(turn["role"], turn["text"]) for turn in record["transcript"]]
     assert ("user", "(keypad) 123") in texts
     assert ("assistant", "You pressed one two three.") in texts
+
+
+def _blocks(audio: np.ndarray, rate: int) -> np.ndarray:
+    block = rate // 50
+    return audio[: len(audio) // block * block].reshape(-1, block).astype(np.float64)
+
+
+def _tone_power(blocks: np.ndarray, rate: int, freq: float) -> np.ndarray:
+    """Goertzel power of `freq` in each 20 ms block: half the block's energy for a pure tone."""
+    phase = np.exp(-2j * np.pi * freq * np.arange(blocks.shape[1]) / rate)
+    return np.abs(blocks @ phase) ** 2 / blocks.shape[1]
+
+
+def test_send_dtmf_plays_the_keys_to_the_far_end(server, tmp_path: Path):
+    gateway, _ = server
+    out = tmp_path / "heard.wav"
+    events = finish_call(
+        start_call(gateway, [_prompt("vm-reachoper")], "--agent", "tools_ok", "--out", str(out))
+    )
+    assert "Sending the tones." in said_by(events[-1], "assistant")
+    with wave.open(str(out), "rb") as recording:
+        rate = recording.getframerate()
+        heard = np.frombuffer(recording.readframes(recording.getnframes()), np.int16)
+    blocks = _blocks(heard, rate)
+    energy = (blocks**2).sum(axis=1) + 1e-9
+    for low, high in ((697, 1209), (852, 1477)):  # the keys 1 and 9, in the audio heard
+        pair = _tone_power(blocks, rate, low) + _tone_power(blocks, rate, high)
+        loud = energy > 1e-3 * energy.max()
+        assert np.any(loud & (pair > 0.35 * energy)), (low, high)
