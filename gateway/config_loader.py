@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,19 +19,20 @@ class ConfigError(Exception):
     """A configuration file is missing, unreadable or invalid; the message names file and key."""
 
 
-def expand_env(value: Any) -> Any:
+def expand_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """Replace `${NAME}` in every string of a YAML tree; an unset variable becomes empty."""
     if isinstance(value, str):
-        expanded = ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), ""), value)
+        names = os.environ if environ is None else environ
+        expanded = ENV_REFERENCE.sub(lambda m: names.get(m.group(1), ""), value)
         return None if expanded == "" and value != "" else expanded
     if isinstance(value, dict):
-        return {key: expand_env(item) for key, item in value.items()}
+        return {key: expand_env(item, environ) for key, item in value.items()}
     if isinstance(value, list):
-        return [expand_env(item) for item in value]
+        return [expand_env(item, environ) for item in value]
     return value
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -45,7 +47,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
-    return expand_env(data)
+    return expand_env(data, environ)
 
 
 def validate(model: type[Model], data: dict[str, Any], path: Path) -> Model:

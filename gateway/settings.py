@@ -32,6 +32,14 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "PLIVO_AUTH_ID": ("plivo", "auth_id"),
     "PLIVO_AUTH_TOKEN": ("plivo", "auth_token"),
     "PLIVO_API_BASE": ("plivo", "api_base"),
+    "OPENAI_API_KEY": ("cloud", "openai_api_key"),
+    "OPENAI_BASE_URL": ("cloud", "openai_base_url"),
+    "DEEPGRAM_API_KEY": ("cloud", "deepgram_api_key"),
+    "DEEPGRAM_URL": ("cloud", "deepgram_url"),
+    "ELEVENLABS_API_KEY": ("cloud", "elevenlabs_api_key"),
+    "ELEVENLABS_URL": ("cloud", "elevenlabs_url"),
+    "CARTESIA_API_KEY": ("cloud", "cartesia_api_key"),
+    "CARTESIA_URL": ("cloud", "cartesia_url"),
 }
 """Environment variable -> config key; the variable wins when both are set."""
 
@@ -81,6 +89,19 @@ class CallSettings(Section):
     )
 
 
+class CloudSettings(Section):
+    """Keys and endpoints of the cloud services; agent files read them as `${NAME}`."""
+
+    openai_api_key: str | None = Field(default=None, repr=False)
+    openai_base_url: str | None = None
+    deepgram_api_key: str | None = Field(default=None, repr=False)
+    deepgram_url: str | None = None
+    elevenlabs_api_key: str | None = Field(default=None, repr=False)
+    elevenlabs_url: str | None = None
+    cartesia_api_key: str | None = Field(default=None, repr=False)
+    cartesia_url: str | None = None
+
+
 class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     public_url: str | None = None
@@ -95,6 +116,7 @@ class Settings(Section):
     plivo: PlivoSettings = Field(default_factory=PlivoSettings)
     sip: SipSettings = Field(default_factory=SipSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
+    cloud: CloudSettings = Field(default_factory=CloudSettings)
 
     @field_validator("public_url")
     @classmethod
@@ -138,7 +160,7 @@ def load_config(path: Path | None = None) -> Config:
     _apply_environment(data, path)
     settings = validate(Settings, data, path)
     agents_dir = (path.parent / settings.agents_dir).resolve()
-    agents = load_agents(agents_dir)
+    agents = load_agents(agents_dir, _agent_environment(settings.cloud))
     missing = {name for name in settings.routes.values() if name not in agents}
     if "default" not in agents:
         raise ConfigError(f"{agents_dir}: there is no default.yaml (the agent for unrouted calls)")
@@ -147,17 +169,29 @@ def load_config(path: Path | None = None) -> Config:
     return Config(path, settings, agents)
 
 
-def load_agents(directory: Path) -> dict[str, AgentConfig]:
+def load_agents(
+    directory: Path, environ: dict[str, str] | None = None
+) -> dict[str, AgentConfig]:
     if not directory.is_dir():
         raise ConfigError(f"{directory}: agents directory does not exist")
     agents: dict[str, AgentConfig] = {}
     for file in sorted(directory.glob("*.yaml")):
         if not AGENT_NAME.match(file.stem):
             raise ConfigError(f"{file}: agent file names are letters, digits, - and _")
-        data = read_yaml(file)
+        data = read_yaml(file, environ)
         data.setdefault("name", file.stem)
         agents[file.stem] = validate(AgentConfig, data, file)
     return agents
+
+
+def _agent_environment(cloud: CloudSettings) -> dict[str, str]:
+    """What agent files' `${NAME}` see: the environment, over the `cloud:` keys of the file."""
+    from_file = {
+        variable: value
+        for variable, keys in ENVIRONMENT_KEYS.items()
+        if keys[0] == "cloud" and (value := getattr(cloud, keys[1]))
+    }
+    return {**from_file, **{k: v for k, v in os.environ.items() if v}}
 
 
 def _apply_environment(data: dict[str, Any], path: Path) -> None:

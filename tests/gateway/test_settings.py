@@ -196,3 +196,15 @@ def test_cli_serve_with_invalid_config_exits_2_with_one_line(tmp_path: Path, tex
     assert len(lines) == 1, result.stderr
     assert str(path) in lines[0] and key in lines[0]
     assert result.stdout == ""
+
+
+def test_cloud_keys_in_the_file_reach_agent_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    agent = {
+        "llm": {"provider": "openai", "model": "m", "api_key": "${OPENAI_API_KEY}"},
+    }
+    path = write(tmp_path, {"cloud": {"openai_api_key": "sk-file"}}, {"default": {}, "a": agent})
+    key = load_config(path).agents["a"].llm.api_key
+    assert key is not None and key.get_secret_value() == "sk-file"
+    assert "OPENAI_API_KEY" not in os.environ  # nothing leaks into the process environment
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    assert load_config(path).agents["a"].llm.api_key.get_secret_value() == "sk-env"
