@@ -119,7 +119,7 @@ class FailuresConfig(Strict):
 class TurnConfig(Strict):
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     min_speech_secs: float = Field(default=0.1, ge=0, le=2)
-    pause_secs: float = Field(default=0.15, gt=0, le=2)
+    pause_secs: float = Field(default=0.12, gt=0, le=2)
     """Silence after which Smart Turn judges the turn and the turn so far is transcribed,
     speculatively."""
     smart_turn: bool = True
