@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -168,3 +169,17 @@ async def mulaw_to_pcm16k(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield upsampler.process(ulaw_to_pcm(chunk))
     if heard:
         yield upsampler.flush()
+
+
+class MulawTTS:
+    """A TTS whose vendor speaks 8 kHz mu-law (`stream_native`): `synthesize` gives the
+    pipeline's 16 kHz PCM16 from it, chunk by chunk as the vendor's audio arrives."""
+
+    def stream_native(self, text: str) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        async with aclosing(mulaw_to_pcm16k(self.stream_native(text))) as pcm:
+            async for chunk in pcm:
+                if chunk:
+                    yield chunk

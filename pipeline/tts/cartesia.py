@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from pipeline.cloud_errors import ServiceError, http_error
 from pipeline.cloud_ws import (
     AudioWait,
+    MulawTTS,
     close_now,
     closed_error,
     kind_of_text,
@@ -61,7 +62,7 @@ class CartesiaTTSConfig(BaseModel):
     base_url: str | None = None
 
 
-class CartesiaTTS:
+class CartesiaTTS(MulawTTS):
     """Speaks text with one Cartesia voice over the call's one socket. `aclose()` at the end."""
 
     def __init__(
@@ -134,12 +135,6 @@ class CartesiaTTS:
         finally:
             await answer.cancel()
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        """`text` as 16 kHz PCM16 chunks, as they arrive."""
-        async with aclosing(mulaw_to_pcm16k(self.stream_native(text))) as pcm:
-            async for chunk in pcm:
-                if chunk:
-                    yield chunk
 
 
 class CartesiaAnswer:

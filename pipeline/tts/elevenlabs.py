@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from pipeline.cloud_errors import ServiceError
 from pipeline.cloud_ws import (
     AudioWait,
+    MulawTTS,
     close_now,
     closed_error,
     kind_of_text,
@@ -58,7 +59,7 @@ class ElevenLabsTTSConfig(BaseModel):
     base_url: str | None = None
 
 
-class ElevenLabsTTS:
+class ElevenLabsTTS(MulawTTS):
     """Speaks text with one ElevenLabs voice. Holds no socket between answers."""
 
     def __init__(
@@ -126,12 +127,6 @@ class ElevenLabsTTS:
         finally:
             await answer.cancel()
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        """`text` as 16 kHz PCM16 chunks, as they arrive."""
-        async with aclosing(mulaw_to_pcm16k(self.stream_native(text))) as pcm:
-            async for chunk in pcm:
-                if chunk:
-                    yield chunk
 
 
 class ElevenLabsAnswer:
