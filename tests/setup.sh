@@ -57,4 +57,6 @@ fetch_corpus() {
 
 fetch_corpus
 # redis-server: the shared call registry of the cluster tests (started by the tests on loopback).
-need_debs redis-server
+# sip-tester (sipp, with its RTP pcaps) and baresip: the real SIP peers of the SIP tests.
+# podman and debootstrap: the image tests build the Dockerfile from a debootstrap base.
+need_debs redis-server sip-tester baresip podman debootstrap
