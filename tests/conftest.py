@@ -1,4 +1,8 @@
-"""Suite-wide: measured figures are collected by tests and printed once at the end."""
+"""Suite-wide: measured figures are collected by tests and printed once at the end.
+
+A figure travels as a user property of the test's report, so figures measured in pytest-xdist
+workers reach the controlling process too.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,24 @@ import pytest
 FIGURES: dict[str, object] = {}
 
 
+FIGURE_PROPERTY = "callgate_figure"
+
+
 @pytest.fixture
-def report_figure():
+def report_figure(request):
     """report_figure(name, value): a measured figure, printed in the summary and saved as JSON."""
 
     def report(name: str, value: object) -> None:
-        FIGURES[name] = value
+        request.node.user_properties.append((FIGURE_PROPERTY, (name, value)))
 
     return report
+
+
+def pytest_runtest_logreport(report) -> None:
+    for key, figure in report.user_properties:
+        if key == FIGURE_PROPERTY:
+            name, value = figure
+            FIGURES[name] = value
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
