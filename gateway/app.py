@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from starlette.applications import Starlette
@@ -14,12 +15,16 @@ from gateway.state import Gateway
 from gateway.status_webhooks import StatusWebhooks
 from pipeline.services import warm_up
 
+if TYPE_CHECKING:
+    from gateway.sip_service import SipService
+
 log = structlog.get_logger()
 
 
 def create_app(config: Config) -> Starlette:
     gateway = Gateway.from_config(config)
     status_webhooks = StatusWebhooks(config.settings.api_key)
+    sip = _sip_service(gateway, status_webhooks)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -33,10 +38,14 @@ def create_app(config: Config) -> Starlette:
         await warm_up(config.agents)
         gateway.models_ready = True
         status_webhooks.start()
+        if sip is not None:
+            await sip.start()
         try:
             yield
         finally:
             gateway.draining = True
+            if sip is not None:
+                await sip.close()
             await status_webhooks.aclose()
             await gateway.registry.close()
 
@@ -46,4 +55,14 @@ def create_app(config: Config) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
     app.state.status_webhooks = status_webhooks
+    app.state.sip = sip
     return app
+
+
+def _sip_service(gateway: Gateway, status_webhooks: StatusWebhooks) -> SipService | None:
+    """The SIP endpoint when `sip.listen` is set (imported only then)."""
+    if not gateway.config.settings.sip.listen:
+        return None
+    from gateway.sip_service import SipService
+
+    return SipService(gateway, status_webhooks, gateway.config.settings.sip)

@@ -241,7 +241,15 @@ class Call:
         await self._transfer_provider(to)
 
     async def send_dtmf(self, digits: str) -> None:
-        """In-band tones: media streams have no outbound DTMF message."""
+        """RFC 4733 events when the session sends them (SIP with telephone-event negotiated),
+        else in-band tones: media streams have no outbound DTMF message."""
+        send_events = getattr(self._session, "send_dtmf", None)
+        if send_events is not None:
+            try:
+                await send_events(digits)
+                return
+            except RuntimeError:  # the peer did not offer telephone-event
+                log.info("dtmf_in_band", reason="no telephone-event")
         dtmf = self._agent.dtmf
         self.play(
             dtmf_tones(digits, tone_ms=dtmf.tone_ms, gap_ms=dtmf.gap_ms, level_dbfs=dtmf.level_dbfs)

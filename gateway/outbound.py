@@ -4,6 +4,7 @@ Twilio gets the answer document inline (`calls.create` with `Twiml`), so the ans
 straight to our media socket with its call token, no voice-webhook round trip; its status
 callbacks come to `/twilio/status?call_id=…`. Plivo fetches its answer URL, which carries the
 call id and the call token (alphanumeric form); `/plivo/answer` then reuses this call's record.
+SIP sends an INVITE through the configured trunk (`gateway.sip_dial`); the call runs here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.api import authorize, error
 from gateway.public_url import public_url_of, stream_url
 from gateway.registry import CallRecord, new_call_id
 from gateway.security import encode_token_alnum, issue_call_token
+from gateway.sip_endpoint import DialError
 from gateway.state import Gateway
 from gateway.status_webhooks import sender_of
 from providers.plivo.rest import PlivoApiError, PlivoRest
@@ -46,7 +48,7 @@ class OutboundCall(BaseModel):
 
     to: str = Field(pattern=r"^\+[1-9]\d{6,14}$")
     from_: str = Field(alias="from", pattern=r"^\+[1-9]\d{6,14}$")
-    provider: Literal["twilio", "plivo"]
+    provider: Literal["twilio", "plivo", "sip"]
     agent: str = Field(default="default", min_length=1, max_length=64)
     variables: dict[str, str] = Field(default_factory=dict)
     status_webhook: str | None = Field(default=None, max_length=2048)
@@ -75,7 +77,7 @@ class OutboundCall(BaseModel):
 
 _FRIENDLY = {
     "string_pattern_mismatch": "must be an E.164 number such as +14155550123",
-    "literal_error": "must be one of: twilio, plivo",
+    "literal_error": "must be one of: twilio, plivo, sip",
     "missing": "is required",
     "extra_forbidden": "is not a field of this request",
 }
@@ -118,8 +120,9 @@ async def create_call(request: Request) -> Response:
         return parsed
     if parsed.agent not in gateway.config.agents:
         return _invalid("agent", f"agent: no agent named {parsed.agent!r}")
-    if not _configured(gateway, parsed.provider):
-        return error(503, "provider_not_configured", f"{parsed.provider} credentials are not set")
+    if not _configured(gateway, parsed.provider, request):
+        what = "trunk" if parsed.provider == "sip" else "credentials"
+        return error(503, "provider_not_configured", f"{parsed.provider} {what} not set")
     call_id = new_call_id()
     if refusal := await gateway.admission(call_id):
         if refusal == "capacity":
@@ -143,9 +146,11 @@ async def create_call(request: Request) -> Response:
     try:
         if parsed.provider == "twilio":
             provider_call_id = await _dial_twilio(gateway, request, record, token)
+        elif parsed.provider == "sip":
+            provider_call_id = await request.app.state.sip.dialer.dial(record)
         else:
             provider_call_id = await _dial_plivo(gateway, request, record, token)
-    except (TwilioApiError, PlivoApiError) as exc:
+    except (TwilioApiError, PlivoApiError, DialError) as exc:
         record.status, record.end_reason, record.ended_at = "failed", "provider_error", time.time()
         await gateway.registry.release(record.id)
         await gateway.registry.save(record)
@@ -174,12 +179,14 @@ async def hang_up_call(request: Request) -> Response:
         return error(404, "not_found", f"no call {call_id}")
     if record.ended_at is not None or record.status in ("completed", "failed"):
         return Response(status_code=204)
-    if not record.provider_call_id or not _configured(gateway, record.provider):
+    if not record.provider_call_id or not _configured(gateway, record.provider, request):
         return error(409, "not_controllable", "the provider cannot be asked to end this call")
     hangup_by, record.hangup_by = record.hangup_by, record.hangup_by or "api"
     await gateway.registry.save(record, "hangup_by")
     try:
-        if record.provider == "twilio":
+        if record.provider == "sip":
+            request.app.state.sip.hang_up(record.id)
+        elif record.provider == "twilio":
             await _twilio(gateway).hangup(record.provider_call_id)
         else:
             await _plivo(gateway).hangup(record.provider_call_id)
@@ -192,8 +199,11 @@ async def hang_up_call(request: Request) -> Response:
     return JSONResponse({"id": record.id, "status": record.status}, status_code=202)
 
 
-def _configured(gateway: Gateway, provider: str) -> bool:
+def _configured(gateway: Gateway, provider: str, request: Request) -> bool:
     settings = gateway.config.settings
+    if provider == "sip":
+        sip = getattr(request.app.state, "sip", None)
+        return sip is not None and sip.dialer.configured
     if provider == "twilio":
         return bool(settings.twilio.account_sid and settings.twilio.auth_token)
     return bool(settings.plivo.auth_id and settings.plivo.auth_token)

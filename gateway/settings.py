@@ -26,6 +26,11 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "CALLGATE_SIP_LISTEN": ("sip", "listen"),
     "CALLGATE_SIP_ALLOW": ("sip", "allow"),
     "CALLGATE_RTP_PORTS": ("sip", "rtp_ports"),
+    "CALLGATE_SIP_PUBLIC_HOST": ("sip", "public_host"),
+    "CALLGATE_SIP_USERS": ("sip", "users"),
+    "CALLGATE_SIP_TRUNK": ("sip", "trunk_uri"),
+    "CALLGATE_SIP_USERNAME": ("sip", "username"),
+    "CALLGATE_SIP_PASSWORD": ("sip", "password"),
     "TWILIO_ACCOUNT_SID": ("twilio", "account_sid"),
     "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
     "TWILIO_API_BASE": ("twilio", "api_base"),
@@ -69,9 +74,26 @@ class PlivoSettings(Section):
 
 class SipSettings(Section):
     listen: str | None = None
+    """HOST:PORT of the SIP endpoint (UDP); None: SIP off."""
     allow: str | None = None
+    """Comma-separated CIDRs that may call in without digest credentials."""
     rtp_ports: str = "10000-10999"
     agent: str = "default"
+    """The agent of inbound SIP calls whose called number has no `routes:` entry."""
+    public_host: str | None = None
+    """The address peers reach us at, for Contact, Via and SDP (default: the bound address, or
+    the local address that routes to the peer)."""
+    users: str | None = Field(default=None, repr=False)
+    """Comma-separated user:password pairs that may call in from anywhere (digest auth)."""
+    realm: str = "callgate"
+    trunk_uri: str | None = None
+    """Where outbound SIP calls go, e.g. sip:trunk.example.com:5060; the number is the user."""
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    """Digest credentials for the trunk (answering its 401/407 challenges, REGISTER)."""
+    register_to_trunk: bool = False
+    register_expires_secs: int = Field(default=600, ge=60, le=86_400)
+    ring_timeout_secs: float = Field(default=60, gt=0, le=600)
 
 
 class CallSettings(Section):
