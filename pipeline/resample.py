@@ -79,6 +79,8 @@ class HalfBandResampler:
         self._phase = 0  # downsampling: index of the next kept sample, relative to this chunk
 
     def process(self, pcm: bytes) -> bytes:
+        if not pcm:  # np.convolve would swap its operands and invent samples
+            return b""
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
         if not self._down:
             stuffed = np.zeros(2 * len(samples), dtype=np.float32)
