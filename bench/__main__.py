@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench import denoise_eval
 from bench.loadgen import LoadOptions, LoadResult, load_turns, run_load
-from bench.procstat import Sampler, cpu_percent, own_cpu_secs, sample
+from bench.procstat import Sampler, cpu_percent, host_busy_secs, own_cpu_secs, sample
 from bench.report import markdown, plots, rss_slope_mb, server_turns, step_figures
 from bench.server import BenchServer, start_server
 from bench.twilio_wire import EncodedTurn
@@ -32,28 +34,34 @@ from bench.twilio_wire import EncodedTurn
 RESULTS = Path(__file__).resolve().parent / "results"
 RAMP = (10, 25, 50, 100, 150, 200)
 CLEAR_BUDGET_MS = 300 + 150  # bench.yaml interruptions.min_speech_secs + 150 ms
+OTHERS_BUSY_PCT = 20.0
+"""Other processes on the host used more than a fifth of a core: figures are contended."""
 
 
 async def _measured(
-    server: BenchServer, options: LoadOptions, turns: list[EncodedTurn]
+    server: BenchServer, options: LoadOptions, turns: list[EncodedTurn], baseline_secs: float
 ) -> tuple[LoadResult, Sampler, dict[str, float]]:
-    sampler = Sampler(server.pid)
+    sampler = Sampler(server.pid, interval=min(0.5, baseline_secs / 2))
     task = asyncio.create_task(sampler.run())
-    await asyncio.sleep(2.0)  # the idle baseline
+    await asyncio.sleep(baseline_secs)  # the idle baseline
     idle = {"cpu_pct": cpu_percent(sampler.samples) or 0.0, "rss_mb": sampler.samples[-1].rss_mb}
-    loadgen_cpu = own_cpu_secs()
+    loadgen_cpu, host_cpu, server_cpu = own_cpu_secs(), host_busy_secs(), sample(server.pid)
     result = await run_load(options, turns)
-    idle["loadgen_cpu_pct"] = 100 * (own_cpu_secs() - loadgen_cpu) / (
-        result.ended_at - result.started_at
-    )
-    await asyncio.sleep(1.0)
+    secs = result.ended_at - result.started_at
+    loadgen_cpu = own_cpu_secs() - loadgen_cpu
+    server_cpu = sample(server.pid).cpu_secs - server_cpu.cpu_secs
+    idle["loadgen_cpu_pct"] = 100 * loadgen_cpu / secs
+    idle["others_cpu_pct"] = 100 * (host_busy_secs() - host_cpu - loadgen_cpu - server_cpu) / secs
+    await asyncio.sleep(min(1.0, baseline_secs))
     task.cancel()
     return result, sampler, idle
 
 
-def _step(server: BenchServer, options: LoadOptions, turns: list[EncodedTurn]) -> dict[str, Any]:
+def _step(
+    server: BenchServer, options: LoadOptions, turns: list[EncodedTurn], baseline_secs: float = 2.0
+) -> dict[str, Any]:
     log_mark = server.log_path.stat().st_size
-    result, sampler, idle = asyncio.run(_measured(server, options, turns))
+    result, sampler, idle = asyncio.run(_measured(server, options, turns, baseline_secs))
     with server.log_path.open() as log:
         log.seek(log_mark)
         records = [json.loads(line) for line in log if line.startswith("{")]
@@ -61,6 +69,8 @@ def _step(server: BenchServer, options: LoadOptions, turns: list[EncodedTurn]) -
     figures["idle_cpu_pct"] = round(idle["cpu_pct"], 1)
     figures["idle_rss_mb"] = round(idle["rss_mb"], 1)
     figures["loadgen_cpu_pct"] = round(idle["loadgen_cpu_pct"], 1)
+    figures["others_cpu_pct"] = round(idle["others_cpu_pct"], 1)
+    figures["host_contended"] |= figures["others_cpu_pct"] > OTHERS_BUSY_PCT
     figures["_gaps"] = [g for c in result.calls for g in c.gaps_ms]
     return figures
 
@@ -111,7 +121,7 @@ def latency(prompts: int = 5) -> dict[str, Any]:
     }
 
 
-def soak(turns: list[EncodedTurn], total: int, concurrency: int = 10) -> dict[str, Any]:
+def soak(turns: list[EncodedTurn], total: int, concurrency: int = 25) -> dict[str, Any]:
     """`total` short calls, `concurrency` at a time: resources after each batch."""
     batches = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -120,11 +130,12 @@ def soak(turns: list[EncodedTurn], total: int, concurrency: int = 10) -> dict[st
             for done in range(0, total, concurrency):
                 options = LoadOptions(server.url, concurrency, call_secs=4.0, ramp_secs=0.5,
                                       barge_in_every=2)
-                step = _step(server, options, turns)
+                step = _step(server, options, turns, baseline_secs=0.2)
                 time.sleep(0.5)
                 now = sample(server.pid)
                 batches.append({"calls_done": done + concurrency, "rss_mb": round(now.rss_mb, 1),
                                 "threads": now.threads, "fds": now.fds,
+                                **_gauges(server, "calls_active", "asyncio_tasks"),
                                 "failed": step["failed_calls"]})
         finally:
             server.stop()
@@ -137,8 +148,21 @@ def soak(turns: list[EncodedTurn], total: int, concurrency: int = 10) -> dict[st
         "rss_growth_pct": round(100 * (rss[-1] - rss[0]) / rss[0], 1),
         "fds_first_last": [batches[0]["fds"], batches[-1]["fds"]],
         "threads_first_last": [batches[0]["threads"], batches[-1]["threads"]],
+        "asyncio_tasks_first_last": [batches[0]["asyncio_tasks"], batches[-1]["asyncio_tasks"]],
+        "calls_active_at_end": batches[-1]["calls_active"],
         "batches": batches,
     }
+
+
+def _gauges(server: BenchServer, *names: str) -> dict[str, float | None]:
+    """Gauges from the server's /metrics (`callgate_<name>`) between batches."""
+    text = httpx.get(f"{server.url}/metrics", timeout=5, trust_env=False).text
+    values: dict[str, float | None] = dict.fromkeys(names)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.removeprefix("callgate_") in values:
+            values[name.removeprefix("callgate_")] = float(value)
+    return values
 
 
 def main() -> int:
@@ -173,10 +197,23 @@ def main() -> int:
             _write("latency.json", report["latency"])
         if not args.no_denoise:  # VAD false starts and WER per suppressor, CPU per call-minute
             denoise_eval.main()
+    _earlier_results(report)
     (RESULTS / "summary.md").write_text(markdown(report))
     plots(report, gaps, RESULTS)
     print(f"results in {RESULTS}")
     return 0
+
+
+def _earlier_results(report: dict[str, Any]) -> None:
+    """Fills in what this run did not measure from the last runs' JSON (one summary for all)."""
+    for key, name in (("ramp", "loadgen.json"), ("latency", "latency.json"), ("soak", "soak.json")):
+        path = RESULTS / name
+        if key not in report and path.exists():
+            data = json.loads(path.read_text())
+            if key == "ramp":
+                report["ramp"], report["rss_mb_per_call"] = data["ramp"], data["rss_mb_per_call"]
+            else:
+                report[key] = data
 
 
 def _write(name: str, data: Any) -> None:

@@ -65,3 +65,12 @@ def cpu_percent(samples: list[Sample]) -> float | None:
 def own_cpu_secs() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def host_busy_secs() -> float:
+    """CPU seconds the whole host has spent busy (all cores, /proc/stat), to tell how much of
+    a step's CPU went to processes other than the server and the load generator."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS

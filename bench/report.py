@@ -165,16 +165,19 @@ def markdown(report: dict[str, Any]) -> str:
             "## Ramp (stand-in agent: speex denoise, Silero VAD, Smart Turn; stand-in STT/TTS)",
             "",
             "| calls | failed | answered/spoken | gap p50/p99/max ms | underruns | dropped | "
-            "clear p50/p95 ms | CPU % | CPU %/call | RSS MB | loadgen tick late p99 | pass |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "clear p50/p95 ms | Smart Turn p95 ms | CPU % | CPU %/call | RSS MB | "
+            "loadgen tick late p99 | others' CPU % | pass |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in steps:
             lines.append(
                 f"| {s['calls']} | {s['failed_calls']} | {s['turns_answered']}/{s['turns_spoken']}"
                 f" | {s['gap_ms_p50']}/{s['gap_ms_p99']}/{s['gap_ms_max']} | {s['underruns']}"
                 f" | {s['dropped_frames']} | {s['clear_ms_p50']}/{s['clear_ms_p95']}"
+                f" | {s['smart_turn_ms_p95']}"
                 f" | {s['server_cpu_pct']} | {s['server_cpu_pct_per_call']}"
                 f" | {s['server_rss_mb_peak']} | {s['loadgen_tick_late_ms_p99']}"
+                f" | {s.get('others_cpu_pct')}"
                 f" | {'yes' if s['passed'] else 'no: ' + '; '.join(s['misses'])} |"
             )
         lines += ["", f"RSS growth per extra call (slope): {report.get('rss_mb_per_call')} MB", ""]

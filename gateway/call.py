@@ -18,7 +18,7 @@ from gateway.registry import CallRecord
 from pipeline.agent import AgentConfig
 from pipeline.conversation import Conversation, Services
 from pipeline.dtmf import dtmf_tones
-from pipeline.frames import AudioFrame
+from pipeline.frames import AudioEncoding, AudioFrame
 from pipeline.services import close_services
 from pipeline.tools import ToolRunner
 from pipeline.turn_timing import TurnTimings, percentiles_by_stage
@@ -156,8 +156,8 @@ class Call:
         log.info("call_goodbye")
         self.playout.clear()
         async with aclosing(self._tts.synthesize(self._goodbye_text)) as audio:
-            async for pcm in audio:
-                self.playout.play(pcm)
+            async for chunk in audio:
+                self.playout.play(chunk, self._tts.encoding)
         with suppress(TimeoutError):
             await asyncio.wait_for(self.playout.mark(), GOODBYE_WAIT_SECS)
         self.record.end_reason = "drain"
@@ -210,10 +210,10 @@ class Call:
 
     # AgentOutput, for the conversation
 
-    def play(self, pcm: bytes) -> asyncio.Future[float]:
+    def play(self, audio: bytes, encoding: AudioEncoding = "pcm16k") -> asyncio.Future[float]:
         if self._goodbye.is_set():
             return _settled(0.0)
-        return self.playout.play(pcm)
+        return self.playout.play(audio, encoding)
 
     def mark(self) -> asyncio.Future[bool]:
         if self._goodbye.is_set():
@@ -264,9 +264,9 @@ class _CountingSink:
         self._sink = sink
         self._frames_out = metrics.frames_out
 
-    async def send_audio(self, pcm16k: bytes) -> None:
+    async def send_audio(self, audio: bytes, encoding: str = "pcm16k") -> None:
         self._frames_out.inc()
-        await self._sink.send_audio(pcm16k)
+        await self._sink.send_audio(audio, encoding)
 
     async def send_mark(self, name: str) -> None:
         await self._sink.send_mark(name)

@@ -1,8 +1,9 @@
 """The WebSocket edge shared by Twilio and Plivo: bytes in and out of a sans-I/O core.
 
 The core turns text frames into events and events into text frames; this class only moves
-them, converts G.711 at 8 kHz to and from canonical PCM, and decides what a protocol error
-costs: a non-fatal one drops that message, a fatal one ends this call (and only this call).
+them, converts G.711 at 8 kHz to and from canonical PCM (agent audio that is mu-law already
+goes out as it is), and decides what a protocol error costs: a non-fatal one drops that
+message, a fatal one ends this call (and only this call).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class WebSocketMediaSession:
         self.audio = G711Audio("ulaw")
         self.ignored_messages = 0
         self._media_secs = 0.0
+        self._resampling = False
+        """PCM went out since the last mark or clear: the resampler may hold its tail."""
 
     async def next_events(self) -> list[Event]:
         """The events of the next inbound text frame ([] if it was ignored)."""
@@ -84,18 +87,33 @@ class WebSocketMediaSession:
         self._media_secs += frame.duration
         return frame
 
-    async def send_audio(self, pcm16k: bytes) -> None:
-        payload = self.audio.outbound(pcm16k)
+    async def send_audio(self, audio: bytes, encoding: str = "pcm16k") -> None:
+        """Agent audio: "pcm16k" is encoded for the wire, "ulaw8k" is sent as it is."""
+        if encoding == "ulaw8k":
+            await self._send_tail()  # PCM queued before this mu-law plays first
+            payload = audio
+        elif encoding == "pcm16k":
+            payload = self.audio.outbound(audio)
+            self._resampling = True
+        else:
+            raise ValueError(f"unknown audio encoding {encoding!r}")
         if payload:
             await self.websocket.send_text(self.protocol.send_audio(payload))
 
     async def send_mark(self, name: str) -> None:
         """The mark follows all audio before it, including the resampler's held-back tail."""
-        tail = self.audio.flush_outbound()
-        if tail:
-            await self.websocket.send_text(self.protocol.send_audio(tail))
+        await self._send_tail()
         await self.websocket.send_text(self.protocol.send_mark(name))
 
     async def send_clear(self) -> None:
         self.audio.flush_outbound()  # drop the cleared audio the resampler still holds
+        self._resampling = False
         await self.websocket.send_text(self.protocol.send_clear())
+
+    async def _send_tail(self) -> None:
+        if not self._resampling:
+            return
+        self._resampling = False
+        tail = self.audio.flush_outbound()
+        if tail:
+            await self.websocket.send_text(self.protocol.send_audio(tail))

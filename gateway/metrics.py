@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipeline.turn_timing import STAGES
@@ -49,6 +51,18 @@ class Metrics:
         )
         for stage in STAGES:
             self.turn_latency.labels(stage=stage)
+        self.tasks = Gauge(
+            "callgate_asyncio_tasks", "Live asyncio tasks (a leak shows as growth between calls)",
+            registry=self.registry,
+        )
+        self.tasks.set_function(_live_tasks)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _live_tasks() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # rendered off the event loop
+        return 0

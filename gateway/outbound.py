@@ -220,7 +220,7 @@ def _twilio(gateway: Gateway) -> TwilioRest:
 def _plivo(gateway: Gateway) -> PlivoRest:
     plivo = gateway.config.settings.plivo
     assert plivo.auth_id and plivo.auth_token
-    return PlivoRest(plivo.auth_id, plivo.auth_token, plivo.api_base)
+    return PlivoRest(plivo.auth_id, plivo.auth_token, plivo.api_base, api_hosts=plivo.api_hosts)
 
 
 async def _dial_twilio(gateway: Gateway, request: Request, record: CallRecord, token: str) -> str:

@@ -3,6 +3,8 @@
 Providers that buffer (Twilio, Plivo) may be sent ahead of real time, but never more than
 `lead_secs`, so a clear empties at most that much audio at the far end and barge-in stays crisp.
 Marks follow the audio they close; their futures say whether the caller heard it.
+Audio comes in one of two encodings (canonical PCM, or a vendor's telephone mu-law that goes to
+the wire untouched); a frame is 20 ms of either, and the sink is told which.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipeline.frames import CANONICAL_FRAME_BYTES, FRAME_MS
+from pipeline.frames import BYTES_PER_SEC, FRAME_BYTES, FRAME_MS, SILENCE_BYTE, AudioEncoding
 
 FRAME_SECS = FRAME_MS / 1000
 
 
 class MediaSink(Protocol):
-    async def send_audio(self, pcm16k: bytes) -> None: ...
+    async def send_audio(self, audio: bytes, encoding: str = "pcm16k") -> None:
+        """One 20 ms frame: "pcm16k" (640 bytes of PCM) or "ulaw8k" (160 mu-law codes)."""
+        ...
+
     async def send_mark(self, name: str) -> None: ...
     async def send_clear(self) -> None: ...
 
@@ -28,7 +33,7 @@ class MediaSink(Protocol):
 class PlayoutListener(Protocol):
     """Sees the agent audio the far end will play (a call's recorder)."""
 
-    def played(self, pcm16k: bytes, plays_at: float) -> None: ...
+    def played(self, frame: bytes, encoding: AudioEncoding, plays_at: float) -> None: ...
     def cleared(self, at: float) -> None: ...
 
 
@@ -58,8 +63,13 @@ class Playout:
         # A frame goes out at most this long before it starts to play, so that right after it
         # is sent the far end holds no more than `lead_secs` (and never less than one frame).
         self._ahead = max(lead_secs - FRAME_SECS, 0.0)
-        self._queue: deque[bytes | _Mark | _FirstFrame | _Clear] = deque()
+        self._queue: deque[bytes | _Mark | _FirstFrame | _Clear | AudioEncoding] = deque()
+        """Frames, marks and clears; an encoding applies to the frames after it."""
         self._partial = bytearray()
+        self._encoding: AudioEncoding = "pcm16k"
+        """Of the last audio queued (and of `_partial`)."""
+        self._sending: AudioEncoding = "pcm16k"
+        """Of the frames the writer sends now."""
         self._sent_marks: dict[str, _Mark] = {}
         self._awaiting_first_frame: list[asyncio.Future[float]] = []
         self._clears = 0
@@ -79,12 +89,17 @@ class Playout:
     def idle(self) -> bool:
         return not self._queue and not self._partial
 
-    def play(self, pcm: bytes) -> asyncio.Future[float]:
-        """Queue 16 kHz PCM; the future gets the monotonic time its first frame is sent."""
+    def play(self, audio: bytes, encoding: AudioEncoding = "pcm16k") -> asyncio.Future[float]:
+        """Queue audio; the future gets the monotonic time its first frame is sent."""
         sent: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._flush_partial(pad=False)
+        if encoding != self._encoding:
+            self._flush_partial(pad=True)  # a frame holds one encoding
+            self._queue.append(encoding)
+            self._encoding = encoding
+        else:
+            self._flush_partial(pad=False)
         self._queue.append(_FirstFrame(sent))
-        self._partial += pcm
+        self._partial += audio
         self._flush_partial(pad=False)
         self._wakeup.set()
         return sent
@@ -104,7 +119,7 @@ class Playout:
         """
         now = time.monotonic()
         unsent = sum(1 for item in self._queue if isinstance(item, bytes)) * FRAME_SECS
-        dropped = unsent + len(self._partial) / (CANONICAL_FRAME_BYTES / FRAME_SECS)
+        dropped = unsent + len(self._partial) / BYTES_PER_SEC[self._encoding]
         dropped += max(0.0, self.far_end_plays_until - now)
         for item in self._queue:
             if isinstance(item, _Mark):
@@ -113,6 +128,7 @@ class Playout:
                 item.sent.cancel()
         self._queue.clear()
         self._partial.clear()
+        self._encoding = self._sending
         for sent in self._awaiting_first_frame:
             sent.cancel()
         self._awaiting_first_frame.clear()
@@ -147,6 +163,8 @@ class Playout:
                 await self._sink.send_clear()
             elif isinstance(item, _FirstFrame):
                 self._awaiting_first_frame.append(item.sent)
+            elif isinstance(item, str):
+                self._sending = item
             else:
                 item.plays_at = self.far_end_plays_until
                 self._sent_marks[item.name] = item
@@ -164,7 +182,7 @@ class Playout:
             if clears != self._clears:
                 return  # cleared while waiting: this frame is no longer wanted
         if self.listener is not None:
-            self.listener.played(frame, self.far_end_plays_until)
+            self.listener.played(frame, self._sending, self.far_end_plays_until)
         self._frames_on_clock += 1
         self.frames_sent += 1
         if self._awaiting_first_frame:
@@ -172,15 +190,16 @@ class Playout:
             for sent in self._awaiting_first_frame:
                 _settle(sent, sent_at)
             self._awaiting_first_frame.clear()
-        await self._sink.send_audio(frame)
+        await self._sink.send_audio(frame, self._sending)
 
     def _flush_partial(self, pad: bool) -> None:
-        whole = len(self._partial) - len(self._partial) % CANONICAL_FRAME_BYTES
-        for start in range(0, whole, CANONICAL_FRAME_BYTES):
-            self._queue.append(bytes(self._partial[start : start + CANONICAL_FRAME_BYTES]))
+        size = FRAME_BYTES[self._encoding]
+        whole = len(self._partial) - len(self._partial) % size
+        for start in range(0, whole, size):
+            self._queue.append(bytes(self._partial[start : start + size]))
         del self._partial[:whole]
         if pad and self._partial:
-            self._partial += bytes(CANONICAL_FRAME_BYTES - len(self._partial))
+            self._partial += SILENCE_BYTE[self._encoding] * (size - len(self._partial))
             self._queue.append(bytes(self._partial))
             self._partial.clear()
 

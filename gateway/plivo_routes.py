@@ -207,7 +207,7 @@ def _rest_client(gateway: Gateway) -> PlivoRest | None:
     plivo = gateway.config.settings.plivo
     if not (plivo.auth_id and plivo.auth_token):
         return None
-    return PlivoRest(plivo.auth_id, plivo.auth_token, plivo.api_base)
+    return PlivoRest(plivo.auth_id, plivo.auth_token, plivo.api_base, api_hosts=plivo.api_hosts)
 
 
 def _rest_transfer(rest: PlivoRest, secret: str, transfer_url: str) -> Transfer:

@@ -22,8 +22,9 @@ from typing import IO, Any
 import numpy as np
 import structlog
 
-from pipeline.frames import CANONICAL_RATE, SAMPLE_WIDTH, AudioFrame
-from pipeline.resample import stream_resampler
+from pipeline.codecs import ulaw_to_pcm
+from pipeline.frames import CANONICAL_RATE, SAMPLE_WIDTH, AudioEncoding, AudioFrame
+from pipeline.resample import HalfBandResampler, StreamResampler, stream_resampler
 
 log = structlog.get_logger()
 
@@ -62,7 +63,10 @@ class CallRecorder:
         self._agent_end = 0
         """Samples in the agent file (where the file position is left)."""
         self._caller_resampler = stream_resampler(CANONICAL_RATE, rate)
-        self._agent_resampler = stream_resampler(CANONICAL_RATE, rate)
+        self._agent_resamplers: dict[AudioEncoding, StreamResampler | HalfBandResampler | None] = {
+            "pcm16k": stream_resampler(CANONICAL_RATE, rate),
+            "ulaw8k": None if rate == 8000 else stream_resampler(8000, rate),
+        }
         self._failed = False
 
     def _at(self, when: float) -> int:
@@ -85,12 +89,16 @@ class CallRecorder:
         except Exception as exc:
             self._fail(exc)
 
-    def played(self, pcm16k: bytes, plays_at: float) -> None:
-        """An agent frame sent to the far end, which plays it at `plays_at` (monotonic)."""
+    def played(self, frame: bytes, encoding: AudioEncoding, plays_at: float) -> None:
+        """An agent frame sent to the far end, which plays it at `plays_at` (monotonic):
+        16 kHz PCM, or 8 kHz mu-law (decoded here, so only when recording)."""
         if self._failed:
             return
         try:
-            pcm = self._agent_resampler.process(pcm16k)
+            pcm = ulaw_to_pcm(frame) if encoding == "ulaw8k" else frame
+            resampler = self._agent_resamplers[encoding]
+            if resampler is not None:
+                pcm = resampler.process(pcm)
             position = self._at(plays_at)
             if position != self._agent_end:
                 self._agent.seek(position * SAMPLE_WIDTH)

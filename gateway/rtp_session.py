@@ -2,9 +2,9 @@
 
 A single task ticks every 20 ms on absolute deadlines (start + n * 20 ms, so it never drifts;
 when more than 60 ms late it skips the missed ticks rather than bursting). Each tick pulls one
-frame from the jitter buffer (an AudioIn for the call), sends at most one packet from the send
-queue (nothing when it is empty: the timestamp still advances with the clock, and the next
-audio packet is marked), and every 5 s sends an RTCP sender report.
+frame from the jitter buffer (an AudioIn for the call), sends one packet of the outgoing stream
+(`providers.sip.rtp_output`: agent audio, DTMF, or comfort silence between turns; nothing on
+hold), and every 5 s sends an RTCP sender report.
 
 Symmetric RTP: the first valid packet locks the stream to its (SSRC, source address) and our
 packets go to that address from then on, whatever the SDP said (NAT). Another source takes
@@ -26,18 +26,11 @@ import structlog
 from pipeline.frames import AudioFrame
 from providers.events import AudioIn, CallStopped, Dtmf, Event, PlaybackMarked
 from providers.g711_audio import G711Audio
-from providers.sip.jitter import FRAME_BYTES, JitterBuffer
-from providers.sip.rfc4733 import DtmfReceiver, EventPacket, Rfc4733Error, digit_packets
+from providers.sip.jitter import JitterBuffer
+from providers.sip.rfc4733 import DtmfReceiver, Rfc4733Error
 from providers.sip.rtcp import RtcpError, build_sender_report, parse_rtcp
-from providers.sip.rtp import (
-    ALAW_TO_ULAW,
-    COMFORT_NOISE,
-    SILENCE,
-    ULAW_TO_ALAW,
-    RtpError,
-    RtpPacket,
-    RtpSender,
-)
+from providers.sip.rtp import ALAW_TO_ULAW, COMFORT_NOISE, RtpError, RtpPacket
+from providers.sip.rtp_output import LAWS, RtpOutput
 
 log = structlog.get_logger()
 
@@ -45,17 +38,12 @@ TICK_SECS = 0.02
 RESYNC_SECS = 0.06
 REPORT_EVERY_TICKS = 250  # RTCP sender report every 5 s
 SOURCE_SWITCH_SECS = 0.5
-DTMF_GAP_TICKS = 3  # 60 ms between two digits
 MAX_PENDING_EVENTS = 500
 """Caller audio (10 s) the call may fall behind on before frames are dropped."""
 SENDING = frozenset({"sendrecv", "sendonly"})
 DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
-_LAWS = {"PCMU": "ulaw", "PCMA": "alaw"}
 
 Address = tuple[str, int]
-_Outgoing = bytes | EventPacket | str | None
-"""Send queue item, one tick each except marks: audio payload (wire law), a telephone-event
-packet, a mark's name (no tick: acknowledged once what came before is sent), a silent tick."""
 
 
 class RtpPortPool:
@@ -120,23 +108,15 @@ class RtpSession:
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._queue: deque[_Outgoing] = deque()
-        self._partial = bytearray()
         self.jitter = JitterBuffer()
         self._dtmf_in = DtmfReceiver()
-        self._sender = RtpSender()
         self._inbound = G711Audio("ulaw")  # AudioIn is always mu-law
-        self._outbound = G711Audio("ulaw")
-        self._resampling = False  # agent audio is held in the resampler since the last flush
-        self._codec = "PCMU"
-        self._payload_type: int | None = None  # None until started
-        self._dtmf_payload_type: int | None = None
+        self._output: RtpOutput | None = None  # from start() on
         self._direction = "sendrecv"
         self._remote: Address = ("", 0)
         self._rtcp_remote: Address | None = None
         self._source: tuple[int, Address] | None = None
         self._last_received = 0.0
-        self._event_timestamp = 0
         self._media_secs = 0.0
         self._frames_in = 0
         self._task: asyncio.Task[None] | None = None
@@ -176,13 +156,11 @@ class RtpSession:
         dtmf_payload_type: int | None,
         direction: str = "sendrecv",
     ) -> None:
-        if codec not in _LAWS:
+        if codec not in LAWS:
             raise ValueError(f"codec {codec!r} is not PCMU or PCMA")
         if self._task is not None:
             raise RuntimeError("RTP session already started")
-        self._codec, self._payload_type = codec, payload_type
-        self._dtmf_payload_type = dtmf_payload_type
-        self._outbound = G711Audio(_LAWS[codec])  # type: ignore[arg-type]
+        self._output = RtpOutput(codec, payload_type, dtmf_payload_type, self._marked)
         self.update(remote=remote, direction=direction)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="rtp")
 
@@ -210,49 +188,27 @@ class RtpSession:
 
     async def send_audio(self, audio: bytes, encoding: str = "pcm16k") -> None:
         """Queues agent audio: "pcm16k" (16 kHz PCM) or "ulaw8k" (8 kHz mu-law codes)."""
-        if encoding == "pcm16k":
-            self._partial += self._outbound.outbound(audio)
-            self._resampling = True
-        elif encoding == "ulaw8k":
-            self._partial += audio if self._codec == "PCMU" else audio.translate(ULAW_TO_ALAW)
-        else:
-            raise ValueError(f"unknown audio encoding {encoding!r}")
-        self._queue_whole_frames()
-
-    def _queue_whole_frames(self) -> None:
-        whole = len(self._partial) - len(self._partial) % FRAME_BYTES
-        for start in range(0, whole, FRAME_BYTES):
-            self._queue.append(bytes(self._partial[start : start + FRAME_BYTES]))
-        del self._partial[:whole]
+        self._started().audio(audio, encoding)
 
     async def send_mark(self, name: str) -> None:
         """Acknowledged with PlaybackMarked once everything queued before it has been sent."""
-        if self._resampling:
-            self._partial += self._outbound.flush_outbound()
-            self._resampling = False
-        self._partial += bytes((SILENCE[self._codec],)) * (-len(self._partial) % FRAME_BYTES)
-        self._queue_whole_frames()
-        self._queue.append(name)
-        self._acknowledge_marks()
+        self._started().mark(name)
 
     async def send_clear(self) -> None:
         """Drops queued audio and marks before the next tick (a DTMF event still finishes)."""
-        self._outbound.flush_outbound()
-        self._resampling = False
-        self._partial.clear()
-        kept = [item for item in self._queue if isinstance(item, EventPacket)]
-        self._queue.clear()
-        self._queue.extend(kept)
+        self._started().clear()
 
     async def send_dtmf(self, digits: str) -> None:
         """Queues RFC 4733 events for `digits`; RuntimeError if telephone-event wasn't agreed."""
-        if self._dtmf_payload_type is None:
-            raise RuntimeError("the peer did not negotiate telephone-event: no RFC 4733 DTMF")
-        events = [digit_packets(digit) for digit in digits]  # all digits valid, or none sent
-        for packets in events:
-            self._queue.extend(packets)
-            self._queue.extend([None] * DTMF_GAP_TICKS)
-        self.stats.dtmf_out += len(events)
+        self.stats.dtmf_out += self._started().dtmf(digits)
+
+    def _started(self) -> RtpOutput:
+        if self._output is None:
+            raise RuntimeError("the RTP session is not started")
+        return self._output
+
+    def _marked(self, name: str) -> None:
+        self._events.put_nowait(PlaybackMarked(name))
 
     def stop(self, reason: str) -> None:
         if not self._stopped:
@@ -274,7 +230,8 @@ class RtpSession:
                 transport.close()
                 await transport.get_protocol().closed  # the socket is closed, the port free
         self._ports.release(self.local_port)
-        self.stats.packets_out = self._sender.packets_sent
+        if self._output is not None:
+            self.stats.packets_out = self._output.sender.packets_sent
         log.info(
             "rtp_session_closed",
             port=self.local_port,
@@ -285,7 +242,8 @@ class RtpSession:
     # receiving
 
     def _on_rtp(self, data: bytes, source: Address) -> None:
-        if self._payload_type is None or self._stopped:
+        output = self._output
+        if output is None or self._stopped:
             return
         try:
             packet = RtpPacket.parse(data)
@@ -293,19 +251,19 @@ class RtpSession:
             self._ignore(str(exc))
             return
         kind = packet.payload_type
-        if kind not in (self._payload_type, self._dtmf_payload_type, COMFORT_NOISE):
+        if kind not in (output.payload_type, output.dtmf_payload_type, COMFORT_NOISE):
             self._ignore(f"payload type {kind}")
             return
         if not self._accept(packet.ssrc, source):
             self._ignore("foreign source")
             return
         self.stats.packets_in += 1
-        if kind == self._payload_type and packet.payload:
+        if kind == output.payload_type and packet.payload:
             payload = (
-                packet.payload if self._codec == "PCMU" else packet.payload.translate(ALAW_TO_ULAW)
+                packet.payload if output.codec == "PCMU" else packet.payload.translate(ALAW_TO_ULAW)
             )
             self.jitter.push(packet.sequence, packet.timestamp, packet.ssrc, payload)
-        elif kind == self._dtmf_payload_type:
+        elif kind == output.dtmf_payload_type:
             try:
                 digit = self._dtmf_in.receive(packet.timestamp, packet.payload)
             except Rfc4733Error as exc:
@@ -381,34 +339,15 @@ class RtpSession:
         self._frames_in += 1
 
     def _send_tick(self, tick: int) -> None:
-        self._acknowledge_marks()
-        if not self._queue:
-            return
-        item = self._queue.popleft()
-        packet = None
-        if item is None or self._direction not in SENDING or not self._remote[1]:
-            pass  # a gap, or on hold: the clock runs on, the audio goes nowhere
-        elif isinstance(item, EventPacket):
-            assert self._dtmf_payload_type is not None
-            if item.marker:
-                self._event_timestamp = self._sender.timestamp_at(tick)
-            packet = self._sender.packet(
-                item.payload, self._dtmf_payload_type, self._event_timestamp, item.marker
-            )
-        else:
-            assert isinstance(item, bytes) and self._payload_type is not None
-            packet = self._sender.audio(item, self._payload_type, tick)
+        assert self._output is not None
+        sending = self._direction in SENDING and self._remote[1] != 0
+        packet = self._output.tick(tick, sending)
         if packet is not None and self._rtp is not None:
             self._rtp.sendto(packet, self._remote)
-        self._acknowledge_marks()
-
-    def _acknowledge_marks(self) -> None:
-        queue = self._queue
-        while queue and isinstance(queue[0], str):
-            self._events.put_nowait(PlaybackMarked(queue.popleft()))  # type: ignore[arg-type]
 
     def _report(self, tick: int) -> None:
-        sender = self._sender
+        assert self._output is not None
+        sender = self._output.sender
         if not sender.packets_sent or self._rtcp is None or not self._remote[1]:
             return
         report = build_sender_report(

@@ -34,9 +34,12 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "TWILIO_ACCOUNT_SID": ("twilio", "account_sid"),
     "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
     "TWILIO_API_BASE": ("twilio", "api_base"),
+    "TWILIO_EDGE": ("twilio", "edge"),
+    "TWILIO_REGION": ("twilio", "region"),
     "PLIVO_AUTH_ID": ("plivo", "auth_id"),
     "PLIVO_AUTH_TOKEN": ("plivo", "auth_token"),
     "PLIVO_API_BASE": ("plivo", "api_base"),
+    "PLIVO_API_HOSTS": ("plivo", "api_hosts"),
     "OPENAI_API_KEY": ("cloud", "openai_api_key"),
     "OPENAI_BASE_URL": ("cloud", "openai_base_url"),
     "DEEPGRAM_API_KEY": ("cloud", "deepgram_api_key"),
@@ -63,13 +66,18 @@ class TwilioSettings(Section):
     auth_token: str | None = Field(default=None, repr=False)
     api_base: str | None = None
     edge: str | None = None
+    """Twilio edge location (e.g. dublin): REST requests go to api.{edge}.{region}.twilio.com."""
     region: str | None = None
+    """Twilio region (e.g. ie1); us1 when only an edge is given."""
 
 
 class PlivoSettings(Section):
     auth_id: str | None = None
     auth_token: str | None = Field(default=None, repr=False)
     api_base: str | None = None
+    api_hosts: str | None = None
+    """Comma-separated Plivo API base URLs, nearest first; a 5xx on a voice request moves on
+    to the next (default: https://api.plivo.com)."""
 
 
 class SipSettings(Section):

@@ -13,19 +13,29 @@ import structlog
 
 from gateway.registry import CallRecord
 from gateway.rtp_session import RtpSession
-from gateway.sip_calls import SDP, SipCall, SipCalls
+from gateway.sip_call import SDP, SipCall, offer_sdp
+from gateway.sip_calls import SipCalls
 from gateway.sip_endpoint import DialError, SipTimeout, resolve
 from providers.sip.dialog import Dialog, cancel_for, new_request, with_credentials
 from providers.sip.digest import authorization, parse_challenge
-from providers.sip.message import Request, Response, SipError, SipUri, parse_cseq, parse_uri
-from providers.sip.sdp import SdpError, build_sdp, negotiate, parse_sdp
+from providers.sip.message import (
+    Request,
+    Response,
+    SipError,
+    SipUri,
+    new_call_id,
+    parse_cseq,
+    parse_name_addr,
+    parse_uri,
+)
+from providers.sip.sdp import SdpError, negotiate, parse_sdp
 from providers.sip.transaction import T1, Address, ClientTransaction
 
 log = structlog.get_logger()
 
-OFFER_CODECS = ((0, "PCMU"), (8, "PCMA"))
-DTMF_PAYLOAD_TYPE = 101
 REGISTER_RETRY_SECS = 30.0
+REFRESH_AT = 0.8
+"""Refresh a registration when this share of its lifetime has passed."""
 _REASONS = {486: "busy", 600: "busy", 408: "no_answer", 480: "no_answer", 487: "no_answer"}
 
 
@@ -50,15 +60,7 @@ class SipDialer:
             rtp = await RtpSession.open(self.calls.rtp_host, self.calls.ports)
         except OSError as exc:
             raise DialError(str(exc)) from exc
-        host = endpoint.host_for(peer[0])
-        offer = build_sdp(
-            host=host,
-            port=rtp.local_port,
-            session_id=secrets.randbelow(2**31),
-            version=1,
-            codecs=OFFER_CODECS,
-            dtmf_payload_type=DTMF_PAYLOAD_TYPE,
-        )
+        offer = offer_sdp(endpoint.host_for(peer[0]), rtp.local_port, secrets.randbelow(2**31))
         trunk = _hostport(self._trunk)
         invite = new_request(
             "INVITE",
@@ -177,30 +179,38 @@ class SipDialer:
         return with_credentials(request, answer, value)
 
     async def keep_registered(self) -> None:
-        """REGISTER with the trunk and refresh before the binding expires, until cancelled."""
-        assert self._trunk is not None
-        settings = self.settings
-        while True:
-            expires = await self._register(settings.register_expires_secs)
-            await asyncio.sleep(expires * 0.8 if expires else REGISTER_RETRY_SECS)
+        """REGISTER with the trunk and refresh before the binding expires, until cancelled.
 
-    async def _register(self, expires: int) -> int:
-        """One REGISTER (with a digest retry); the granted expiry, or 0 on failure."""
+        Every REGISTER of this process has the same Call-ID and a growing CSeq (RFC 3261
+        §10.2.4), so the registrar sees refreshes of one binding."""
+        assert self._trunk is not None
+        endpoint = self.calls.endpoint
+        call_id, seq = new_call_id(endpoint.public_host or endpoint.bind_host), 1
+        while True:
+            seq, expires = await self._register(self.settings.register_expires_secs, call_id, seq)
+            await asyncio.sleep(expires * REFRESH_AT if expires else REGISTER_RETRY_SECS)
+
+    async def _register(self, expires: int, call_id: str, seq: int) -> tuple[int, int]:
+        """One REGISTER (with a digest retry) from CSeq `seq`: the next CSeq, and the expiry
+        the registrar granted (0 on failure)."""
         assert self._trunk is not None
         endpoint, settings = self.calls.endpoint, self.settings
         try:
             peer = await resolve(self._trunk)
         except OSError as exc:
             log.warning("sip_register_failed", error=str(exc))
-            return 0
+            return seq, 0
         aor = f"sip:{settings.username}@{_hostport(self._trunk)}"
+        contact = endpoint.contact(peer[0], settings.username or "callgate")
         request = new_request(
             "REGISTER",
             request_uri=f"sip:{_hostport(self._trunk)}",
             from_uri=aor,
             to_uri=aor,
-            contact=endpoint.contact(peer[0], settings.username or "callgate"),
+            contact=contact,
             sent_by=endpoint.sent_by(peer[0]),
+            call_id=call_id,
+            seq=seq,
         )
         request.headers.add("Expires", str(expires))
         try:
@@ -212,13 +222,34 @@ class SipDialer:
                 request = retry
         except SipTimeout:
             log.warning("sip_register_failed", error="timeout")
-            return 0
+            return _next_seq(request), 0
         if not 200 <= response.status < 300:
             log.warning("sip_register_failed", status=response.status)
-            return 0
-        granted = response.headers.get("Expires") or str(expires)
+            return _next_seq(request), 0
+        granted = _granted_expiry(response, contact, expires)
         log.info("sip_registered", expires=granted)
-        return int(granted) if granted.isdigit() else expires
+        return _next_seq(request), granted
+
+
+def _next_seq(request: Request) -> int:
+    return parse_cseq(request.headers.get("CSeq") or "")[0] + 1
+
+
+def _granted_expiry(response: Response, contact: str, asked: int) -> int:
+    """The binding's lifetime from a 2xx to REGISTER: the `expires` parameter of our Contact
+    in it, else its Expires header, else what we asked for (§10.2.4)."""
+    ours = parse_uri(contact)
+    for value in response.headers.get_all("Contact"):
+        try:
+            bound = parse_name_addr(value)
+        except SipError:
+            continue
+        if (bound.uri.user, bound.uri.host, bound.uri.port) == (ours.user, ours.host, ours.port):
+            expires = bound.params.get("expires") or ""
+            if expires.isdigit():
+                return int(expires)
+    header = (response.headers.get("Expires") or "").strip()
+    return int(header) if header.isdigit() else asked
 
 
 def _hostport(uri: SipUri) -> str:

@@ -1,5 +1,7 @@
-"""The SIP endpoint's UDP edge: datagrams in and out of the sans-I/O transaction layer, one
-timer task for its retransmissions and timeouts, and routing of what arrives.
+"""The SIP endpoint's edge: UDP datagrams, and TCP messages on the same port
+(`gateway.sip_tcp`), in and out of the sans-I/O transaction layer, one timer task for its
+retransmissions and timeouts, and routing of what arrives. What goes to an address that has a
+TCP connection to us goes over it (responses and in-dialog requests); everything else is UDP.
 
 Out-of-dialog requests pass the guard first (`gateway.sip_guard`); OPTIONS is answered here;
 an INVITE goes to the `InviteHandler` (gateway.sip_calls); requests inside a dialog go to the
@@ -19,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from gateway.sip_guard import SipGuard, Verdict
+from gateway.sip_tcp import SipTcp
 from providers.sip.message import (
     Request,
     Response,
@@ -42,6 +45,8 @@ log = structlog.get_logger()
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REFER, NOTIFY"
 MAX_LOGGED_SOURCES = 1024
+BIND_ATTEMPTS = 5
+"""For port 0: the UDP port the kernel picks may be taken for TCP; try another."""
 
 
 class SipTimeout(Exception):
@@ -84,6 +89,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self.malformed = 0
         self._logged_malformed: set[str] = set()
         self._transport: asyncio.DatagramTransport | None = None
+        self.tcp = SipTcp(self._stream_received, self._malformed)
         self._pending: dict[ClientTransaction, asyncio.Queue[Response | None]] = {}
         self._acks: dict[ClientTransaction, tuple[Request, Address]] = {}
         self._wake = asyncio.Event()
@@ -94,7 +100,19 @@ class SipEndpoint(asyncio.DatagramProtocol):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
-        await loop.create_datagram_endpoint(lambda: self, local_addr=self._bind, family=family)
+        host, port = self._bind
+        for attempt in range(BIND_ATTEMPTS):
+            await loop.create_datagram_endpoint(
+                lambda: self, local_addr=(host, port), family=family
+            )
+            try:
+                await self.tcp.start(host, self.address[1])
+                break
+            except OSError:
+                assert self._transport is not None
+                self._transport.close()
+                if port or attempt == BIND_ATTEMPTS - 1:
+                    raise
         self._timer_task = asyncio.create_task(self._timers(), name="sip_timers")
         log.info("sip_listening", address=f"{self.address[0]}:{self.address[1]}")
 
@@ -105,6 +123,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
                 await self._timer_task
         if self._transport is not None:
             self._transport.close()
+        await self.tcp.close()
         for queue in self._pending.values():
             queue.put_nowait(None)
 
@@ -140,12 +159,16 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        source: Address = (addr[0], addr[1])
-        if not data.strip(b"\r\n"):
-            return  # a keep-alive
+        if data.strip(b"\r\n"):  # else a keep-alive
+            self._receive(data, (addr[0], addr[1]), reliable=False)
+
+    def _stream_received(self, data: bytes, source: Address) -> None:
+        self._receive(data, source, reliable=True)
+
+    def _receive(self, data: bytes, source: Address, reliable: bool) -> None:
         try:
             message = parse(data)
-            events = self.layer.receive(message, source, self._now())
+            events = self.layer.receive(message, source, self._now(), reliable)
         except SipError as exc:
             self._malformed(source, str(exc))
             return
@@ -171,7 +194,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
 
     def send_request(self, request: Request, to: Address) -> None:
         """A request whose answer nobody waits for (a BYE): the layer still retransmits it."""
-        self.layer.send_request(request, to, self._now())
+        self.layer.send_request(request, to, self._now(), to in self.tcp)
         self._flush()
 
     async def request(
@@ -181,7 +204,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         on_provisional: Callable[[Response], None] | None = None,
     ) -> tuple[ClientTransaction, Response]:
         """Send `request` in a client transaction; its final response (SipTimeout if none)."""
-        tx = self.layer.send_request(request, to, self._now())
+        tx = self.layer.send_request(request, to, self._now(), to in self.tcp)
         queue: asyncio.Queue[Response | None] = asyncio.Queue()
         self._pending[tx] = queue
         self._flush()
@@ -276,9 +299,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
             response = response_to(request, 403)
         self.respond(tx, response)
 
-    def _dialog_of(
-        self, request: Request, response: Response | None = None
-    ) -> DialogUser | None:
+    def _dialog_of(self, request: Request, response: Response | None = None) -> DialogUser | None:
         tag = _to_tag(response or request)
         if not tag:
             return None
@@ -300,6 +321,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
     def _flush(self) -> None:
         transport = self._transport
         for data, to in self.layer.data_to_send():
+            if self.tcp.send(data, to):
+                continue
             if transport is not None and not transport.is_closing():
                 transport.sendto(data, to)
         self._wake.set()

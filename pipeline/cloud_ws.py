@@ -1,5 +1,5 @@
 """What the streaming cloud clients (Deepgram, ElevenLabs, Cartesia) share: opening their
-WebSockets, turning socket failures into `ServiceError`s, and telephone audio to 16 kHz PCM.
+WebSockets, turning socket failures into `ServiceError`s, and waiting for audio in time.
 
 Credentials travel in headers only, never in the URL, and the socket library gets a logger that
 never logs at debug level, so handshake headers (and the keys in them) are never written.
@@ -11,8 +11,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -25,8 +23,6 @@ from websockets.exceptions import (
 )
 
 from pipeline.cloud_errors import ErrorKind, ServiceError, http_error
-from pipeline.codecs import ulaw_to_pcm
-from pipeline.resample import stream_resampler
 
 _SOCKET_LOG = logging.getLogger("callgate.cloud_ws")
 _SOCKET_LOG.setLevel(logging.INFO)  # websockets logs handshake headers at DEBUG
@@ -158,28 +154,3 @@ async def receive_json(service: str, ws: ClientConnection, wait: AudioWait) -> d
         except ConnectionClosed as exc:
             raise closed_error(service, exc, midway=True) from exc
         return parse_json(service, message)
-
-
-async def mulaw_to_pcm16k(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """8 kHz mu-law chunks -> 16 kHz PCM16 chunks, one out per chunk in (plus the tail)."""
-    upsampler = stream_resampler(8000, 16000)
-    heard = False
-    async for chunk in chunks:
-        heard = True
-        yield upsampler.process(ulaw_to_pcm(chunk))
-    if heard:
-        yield upsampler.flush()
-
-
-class MulawTTS:
-    """A TTS whose vendor speaks 8 kHz mu-law (`stream_native`): `synthesize` gives the
-    pipeline's 16 kHz PCM16 from it, chunk by chunk as the vendor's audio arrives."""
-
-    def stream_native(self, text: str) -> AsyncIterator[bytes]:
-        raise NotImplementedError
-
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        async with aclosing(mulaw_to_pcm16k(self.stream_native(text))) as pcm:
-            async for chunk in pcm:
-                if chunk:
-                    yield chunk

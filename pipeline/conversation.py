@@ -19,25 +19,27 @@ from typing import Any, Protocol
 import structlog
 
 from pipeline.agent import AgentConfig
+from pipeline.answer_feed import AnswerFeed
 from pipeline.cloud_errors import ServiceError
 from pipeline.denoise import Denoiser
 from pipeline.dtmf import DtmfCollector
-from pipeline.frames import AudioFrame
-from pipeline.inference import vad_executor
+from pipeline.frames import BYTES_PER_SEC, AudioEncoding, AudioFrame
 from pipeline.interruption import BargeIn, meaningful_words
 from pipeline.llm.base import LanguageModel, LLMEvent, Message, TextDelta, ToolCall
-from pipeline.response import BYTES_PER_SEC, Response
+from pipeline.response import Response, SpokenSentence
 from pipeline.sentences import SentenceChunker
 from pipeline.stt.base import SpeechToText
 from pipeline.tools import ToolRunner
-from pipeline.tts.base import TextToSpeech
+from pipeline.tts.base import AnswerStream, StreamingTextToSpeech, TextToSpeech
 from pipeline.turn_detector import TurnDetector, sounds_unfinished
 from pipeline.turn_timing import TurnTimings
 from pipeline.vad import SpeechPaused, SpeechStarted, VadSegmenter, VadStream
+from pipeline.vad_batch import listen
 
 log = structlog.get_logger()
 
 MAX_TOOL_ROUNDS = 3
+_PCM_BYTES_PER_SEC = BYTES_PER_SEC["pcm16k"]
 
 
 class State(enum.Enum):
@@ -50,8 +52,8 @@ class State(enum.Enum):
 class AgentOutput(Protocol):
     """What the call offers the conversation: a paced playout queue and call control."""
 
-    def play(self, pcm: bytes) -> asyncio.Future[float]:
-        """Queue 16 kHz PCM; the future gets the monotonic time its first frame went out."""
+    def play(self, audio: bytes, encoding: AudioEncoding = "pcm16k") -> asyncio.Future[float]:
+        """Queue audio; the future gets the monotonic time its first frame went out."""
 
     def mark(self) -> asyncio.Future[bool]:
         """Queue a mark; True once all before it was heard, False if cleared first."""
@@ -119,8 +121,9 @@ class Conversation:
             min_speech_secs=turn.min_speech_secs,
             pause_secs=turn.pause_secs,
         )
-        self._preroll_bytes = int((turn.preroll_secs + turn.min_speech_secs + 0.1) * BYTES_PER_SEC)
-        self._max_turn_bytes = int(turn.max_turn_secs * BYTES_PER_SEC)
+        preroll_secs = turn.preroll_secs + turn.min_speech_secs + 0.1
+        self._preroll_bytes = int(preroll_secs * _PCM_BYTES_PER_SEC)
+        self._max_turn_bytes = int(turn.max_turn_secs * _PCM_BYTES_PER_SEC)
         self._audio = bytearray()
         self._in_turn = False
         self._speech_started_at: float | None = None
@@ -164,8 +167,7 @@ class Conversation:
         """One caller frame (16 kHz PCM): denoise and VAD run off the event loop."""
         if self.state is State.ENDED:
             return
-        loop = asyncio.get_running_loop()
-        pcm, probabilities = await loop.run_in_executor(vad_executor(), self._listen, frame.pcm)
+        pcm, probabilities = await listen(self._services.vad, self._services.denoiser, frame.pcm)
         self._media_secs += frame.duration
         self._audio += pcm
         if not self._in_turn and len(self._audio) > self._preroll_bytes:
@@ -189,10 +191,6 @@ class Conversation:
         """A DTMF key from the caller; a finished entry is a caller turn of its own."""
         if (entry := self._keys.push(digit, self._media_secs)) is not None:
             self._on_keypad(entry)
-
-    def _listen(self, pcm: bytes) -> tuple[bytes, list[float]]:
-        clean = self._services.denoiser.process(pcm)
-        return clean, self._services.vad.push(clean)
 
     def _on_keypad(self, digits: str) -> None:
         log.info("keypad_entry", digits=len(digits))
@@ -440,20 +438,13 @@ class Conversation:
     ) -> None:
         response = Response()
         self._response = response
-        chunker = SentenceChunker()
-        tool_calls: list[ToolCall] = []
+        tts = tts or self._services.tts
         self._stage = "llm"
         async with aclosing(events):
-            async for event in events:
-                if isinstance(event, ToolCall):
-                    tool_calls.append(event)
-                    continue
-                timings.llm_first_token = timings.llm_first_token or time.monotonic()
-                for sentence in chunker.push(event.text):
-                    await self._say(sentence, response, timings, user_text, tts)
-        rest = chunker.flush()
-        if rest:
-            await self._say(rest, response, timings, user_text, tts)
+            if isinstance(tts, StreamingTextToSpeech):
+                tool_calls = await self._speak_streamed(tts, events, response, timings, user_text)
+            else:
+                tool_calls = await self._speak_sentences(tts, events, response, timings, user_text)
         if user_text is not None and not response.committed:
             self.context.append(Message("user", user_text))  # answered with tools, no words
             self._end_turn()
@@ -464,6 +455,101 @@ class Conversation:
         self.state = State.LISTENING
         if tool_calls:
             await self._run_tools(tool_calls, tool_round)
+
+    async def _speak_sentences(
+        self,
+        tts: TextToSpeech,
+        events: AsyncIterator[LLMEvent],
+        response: Response,
+        timings: TurnTimings,
+        user_text: str | None,
+    ) -> list[ToolCall]:
+        """Each sentence spoken on its own as soon as the LLM completes it."""
+        chunker = SentenceChunker()
+        tool_calls: list[ToolCall] = []
+        async for event in events:
+            if isinstance(event, ToolCall):
+                tool_calls.append(event)
+                continue
+            timings.llm_first_token = timings.llm_first_token or time.monotonic()
+            for sentence in chunker.push(event.text):
+                await self._say(sentence, response, timings, user_text, tts)
+        rest = chunker.flush()
+        if rest:
+            await self._say(rest, response, timings, user_text, tts)
+        return tool_calls
+
+    async def _speak_streamed(
+        self,
+        tts: StreamingTextToSpeech,
+        events: AsyncIterator[LLMEvent],
+        response: Response,
+        timings: TurnTimings,
+        user_text: str | None,
+    ) -> list[ToolCall]:
+        """The whole answer on one vendor stream: text in as the LLM writes it, audio out as
+        it comes, from a reader task that ends with this one."""
+        self._stage = "tts"
+        answer = await tts.open_answer()
+        feed = AnswerFeed(answer, response)
+        reader = asyncio.create_task(
+            self._play_answer(answer, feed, tts.encoding, response, timings, user_text)
+        )
+        tool_calls: list[ToolCall] = []
+        try:
+            self._stage = "llm"
+            async for event in events:
+                if reader.done():
+                    reader.result()  # the vendor failed: stop reading the LLM
+                if isinstance(event, ToolCall):
+                    tool_calls.append(event)
+                    continue
+                timings.llm_first_token = timings.llm_first_token or time.monotonic()
+                await feed.push(event.text)
+            self._stage = "tts"
+            await feed.finish()
+            await reader
+        finally:
+            reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await reader
+            await answer.cancel()
+        self._stage = "llm"
+        return tool_calls
+
+    async def _play_answer(
+        self,
+        answer: AnswerStream,
+        feed: AnswerFeed,
+        encoding: AudioEncoding,
+        response: Response,
+        timings: TurnTimings,
+        user_text: str | None,
+    ) -> None:
+        """Plays the answer's audio, each sentence closed by its mark. Audio that arrives
+        after the answer was interrupted is dropped."""
+        spoken_chars = 0
+        index = 0
+        async with aclosing(answer.audio()) as audio:
+            async for chunk, chars in audio:
+                if self._response is not response:
+                    return
+                at = max(index, feed.sentence_at(spoken_chars))
+                if at > index:
+                    self._mark(response.sentences[index:at])
+                    index = at
+                self._play(chunk, encoding, response, timings, user_text)
+                response.sentences[index].audio_secs += len(chunk) / BYTES_PER_SEC[encoding]
+                spoken_chars += chars or 0
+        if self._response is response:
+            self._mark(response.sentences[index:])
+
+    def _mark(self, sentences: list[SpokenSentence]) -> None:
+        """One mark closes `sentences` (those past whose text the vendor's audio went)."""
+        if sentences:
+            heard = self._output.mark()
+            for sentence in sentences:
+                sentence.heard = heard
 
     async def _run_tools(self, calls: list[ToolCall], tool_round: int) -> None:
         self._disarm_watchdog()  # a tool (an HTTP call, a transfer) may take its time
@@ -488,30 +574,41 @@ class Conversation:
         response: Response,
         timings: TurnTimings,
         user_text: str | None,
-        tts: TextToSpeech | None = None,
+        tts: TextToSpeech,
     ) -> None:
-        """Speak one sentence; the first audio of an answer commits the caller's turn."""
+        """Speak one sentence."""
         sentence = None
         self._stage = "tts"
-        async with aclosing((tts or self._services.tts).synthesize(text)) as audio:
-            async for pcm in audio:
+        async with aclosing(tts.synthesize(text)) as audio:
+            async for chunk in audio:
                 if sentence is None:
                     sentence = response.start(text)
-                if self.state is not State.SPEAKING:
-                    self._disarm_watchdog()
-                    timings.tts_first_audio = time.monotonic()
-                    if user_text is not None and not response.committed:
-                        self.context.append(Message("user", user_text))
-                        self._end_turn()
-                    response.committed = True
-                    self.state = State.SPEAKING
-                    self._output.play(pcm).add_done_callback(timings.set_first_frame)
-                else:
-                    self._output.play(pcm)
-                sentence.audio_secs += len(pcm) / BYTES_PER_SEC
+                self._play(chunk, tts.encoding, response, timings, user_text)
+                sentence.audio_secs += len(chunk) / BYTES_PER_SEC[tts.encoding]
         if sentence is not None:
             sentence.heard = self._output.mark()
         self._stage = "llm"
+
+    def _play(
+        self,
+        chunk: bytes,
+        encoding: AudioEncoding,
+        response: Response,
+        timings: TurnTimings,
+        user_text: str | None,
+    ) -> None:
+        """Queue a chunk of the answer; its first audio commits the caller's turn."""
+        if self.state is State.SPEAKING:
+            self._output.play(chunk, encoding)
+            return
+        self._disarm_watchdog()
+        timings.tts_first_audio = time.monotonic()
+        if user_text is not None and not response.committed:
+            self.context.append(Message("user", user_text))
+            self._end_turn()
+        response.committed = True
+        self.state = State.SPEAKING
+        self._output.play(chunk, encoding).add_done_callback(timings.set_first_frame)
 
     def _record_assistant(self, heard: str, tool_calls: list[ToolCall] | None = None) -> None:
         if heard or tool_calls:

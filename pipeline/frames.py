@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 CANONICAL_RATE = 16_000
 """Sample rate of every frame inside the pipeline."""
@@ -10,6 +11,16 @@ CANONICAL_RATE = 16_000
 FRAME_MS = 20
 SAMPLE_WIDTH = 2
 CANONICAL_FRAME_BYTES = CANONICAL_RATE * FRAME_MS // 1000 * SAMPLE_WIDTH  # 640
+
+AudioEncoding = Literal["pcm16k", "ulaw8k"]
+"""How agent audio travels to the wire: canonical PCM, or telephone mu-law that a vendor made
+(ElevenLabs, Cartesia) and that goes out untouched."""
+BYTES_PER_SEC: dict[AudioEncoding, int] = {"pcm16k": CANONICAL_RATE * SAMPLE_WIDTH, "ulaw8k": 8000}
+FRAME_BYTES: dict[AudioEncoding, int] = {
+    encoding: rate * FRAME_MS // 1000 for encoding, rate in BYTES_PER_SEC.items()
+}
+"""Bytes of a 20 ms frame: 640 of PCM, 160 of mu-law."""
+SILENCE_BYTE: dict[AudioEncoding, bytes] = {"pcm16k": b"\x00", "ulaw8k": b"\xff"}
 
 
 @dataclass(frozen=True, slots=True)

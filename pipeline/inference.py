@@ -1,28 +1,56 @@
 """Executors for model inference: never on the event loop, never oversubscribing the cores.
 
-Long jobs (Whisper) share a pool sized to the cores. The VAD runs every 32 ms on every call,
-and Smart Turn decides when the caller is done: neither may queue behind a second-long
-transcription, or barge-in and end-of-turn detection would lag by that much, so each has a
-thread of its own.
+Long jobs (Whisper) share a pool sized to the cores. Smart Turn decides when the caller is
+done: it must not queue behind a second-long transcription, so it has a pool of its own, also
+sized to the cores (under load several calls pause at once). The VAD has its own batching
+thread (`pipeline.vad_batch`).
+
+Both pools run at a lower priority (nice +5) than the event loop and the VAD thread: when the
+cores are short, a Smart Turn verdict or a transcript may come late, but the audio every call
+plays and hears (pacing, barge-in) keeps its 20 ms rhythm.
+
+numpy's OpenBLAS starts a thread per core and lets each spin for a while after every matrix
+product; one log-mel product per Smart Turn question kept the second core busy-waiting, a third
+of the server's CPU at 10 calls (measured with per-thread CPU from /proc). Every product here
+is small, so BLAS runs on the calling thread: `single_threaded_blas()` runs when any of these
+executors is first made.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from functools import cache
+
+from threadpoolctl import threadpool_limits
+
+CORES = os.cpu_count() or 2
+BACKGROUND_NICE = 5
+
+
+@cache
+def single_threaded_blas() -> None:
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def _background() -> None:
+    """Lowers the calling thread's priority (Linux: nice is per thread)."""
+    with suppress(OSError):  # not permitted, or not Linux: run at the process's priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
+def _pool(name: str) -> ThreadPoolExecutor:
+    single_threaded_blas()
+    return ThreadPoolExecutor(CORES, thread_name_prefix=name, initializer=_background)
 
 
 @cache
 def inference_executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="inference")
-
-
-@cache
-def vad_executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+    return _pool("inference")
 
 
 @cache
 def turn_executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn")
+    return _pool("turn")

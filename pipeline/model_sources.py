@@ -179,6 +179,7 @@ def write_verified(chunks: Iterable[bytes], target: Path, file: ModelFile, bar: 
                 f"{digest.hexdigest()[:12]}…; expected {file.size} bytes, sha256 "
                 f"{file.sha256[:12]}…)"
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a non-root server must read it
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from pipeline.frames import CANONICAL_RATE, SAMPLE_WIDTH
-
-BYTES_PER_SEC = CANONICAL_RATE * SAMPLE_WIDTH
-
 
 @dataclass(slots=True)
 class SpokenSentence:

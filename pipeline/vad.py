@@ -1,8 +1,9 @@
 """Voice activity detection with Silero VAD v5 (ONNX) at 16 kHz.
 
 `SileroModel` is loaded once per process and shared; it runs a batch of chunks from many calls
-in one session run. `VadStream` holds one call's model state and cuts its 20 ms frames into
-the 512-sample chunks the model eats. `VadSegmenter` turns probabilities into speech events.
+in one session run (`pipeline.vad_batch`). `VadStream` holds one call's model state and cuts
+its 20 ms frames into the 512-sample chunks the model eats. `VadSegmenter` turns
+probabilities into speech events.
 
 Silero v5 must see the previous 64 samples in front of every 512-sample chunk: without them
 it scores real speech at ~0.001, the same as silence (checked on the Allison prompts; with the
@@ -12,7 +13,7 @@ context, speech scores ~0.9 and silence ~0.005).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -70,21 +71,28 @@ def shared_model() -> SileroModel:
 
 
 class VadStream:
-    """One call's VAD: model state, the 64-sample context and the partly filled chunk."""
+    """One call's VAD: model state, the 64-sample context and the partly filled chunk.
 
-    __slots__ = ("_buf", "_fill", "_model", "_state")
+    `push` scores the chunks at once; `pipeline.vad_batch.listen` scores them together with
+    other calls' chunks (the same probabilities: the model keeps no state outside `state`).
+    """
+
+    __slots__ = ("_buf", "_fill", "model", "state")
 
     def __init__(self, model: VadModel) -> None:
-        self._model = model
-        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self.model = model
+        self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        """float32 [2, 1, 128]: the model's recurrent state after the chunks scored so far."""
         self._buf = np.zeros((1, CONTEXT + CHUNK), dtype=np.float32)  # context, then chunk
         self._fill = CONTEXT
 
-    def push(self, pcm16k: bytes) -> list[float]:
-        """Feeds PCM16 LE at 16 kHz; returns a probability for each chunk it completed."""
+    def chunks(self, pcm16k: bytes) -> Iterator[np.ndarray]:
+        """Feeds PCM16 LE at 16 kHz; yields each chunk it completes as float32 [1, 64+512].
+
+        A yielded chunk is a view that the next step overwrites: score or copy it first.
+        """
         samples = np.frombuffer(pcm16k, dtype=np.int16)
         row = self._buf[0]
-        probs: list[float] = []
         start = 0
         while start < len(samples):
             n = min(CONTEXT + CHUNK - self._fill, len(samples) - start)
@@ -92,10 +100,16 @@ class VadStream:
             self._fill += n
             start += n
             if self._fill == CONTEXT + CHUNK:
-                p, self._state = self._model.infer(self._buf, self._state)
-                probs.append(float(p[0]))
+                yield self._buf
                 row[:CONTEXT] = row[-CONTEXT:]
                 self._fill = CONTEXT
+
+    def push(self, pcm16k: bytes) -> list[float]:
+        """Feeds PCM16 LE at 16 kHz; returns a probability for each chunk it completed."""
+        probs: list[float] = []
+        for chunk in self.chunks(pcm16k):
+            p, self.state = self.model.infer(chunk, self.state)
+            probs.append(float(p[0]))
         return probs
 
 

@@ -28,6 +28,13 @@ def report_figure(request):
     return report
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """A test that reports a figure measures time: it is `timed`, so it runs in the quiet pass."""
+    for item in items:
+        if "report_figure" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timed)
+
+
 def pytest_runtest_logreport(report) -> None:
     for key, figure in report.user_properties:
         if key == FIGURE_PROPERTY:

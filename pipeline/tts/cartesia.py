@@ -1,11 +1,12 @@
 """Cartesia streaming TTS over its WebSocket, in telephone mu-law (pcm_mulaw, 8 kHz).
 
 One socket per call carries every answer (Cartesia multiplexes contexts on a socket; opening
-it ahead with `connect()` saves the handshake on the first answer). Each answer is a context:
-sentences go out with `continue: true` as the LLM produces them, an empty transcript with
-`continue: false` ends it, and the audio of that context streams back as base64 `chunk`
-messages until `done`. Barge-in sends the context's cancel and drops whatever of it still
-arrives; the next answer reads past those leftovers by context id.
+it ahead with `connect()` saves the handshake on the first answer). `synthesize` speaks a
+sentence as one context; a context (`open_context`) can also take several pieces, sent with
+`continue: true`, until an empty transcript with `continue: false` ends it. The audio of a
+context streams back as base64 `chunk` messages until `done`, and goes to the telephone leg as
+the vendor's mu-law bytes. Barge-in sends the context's cancel and drops whatever of it still
+arrives; the next context reads past those leftovers by context id.
 """
 
 from __future__ import annotations
@@ -27,16 +28,15 @@ from websockets.exceptions import ConnectionClosed
 from pipeline.cloud_errors import ServiceError, http_error
 from pipeline.cloud_ws import (
     AudioWait,
-    MulawTTS,
     close_now,
     closed_error,
     kind_of_text,
-    mulaw_to_pcm16k,
     open_socket,
     receive_json,
 )
+from pipeline.frames import AudioEncoding
 
-__all__ = ["CartesiaAnswer", "CartesiaTTS", "CartesiaTTSConfig"]
+__all__ = ["CartesiaContext", "CartesiaTTS", "CartesiaTTSConfig"]
 
 log = structlog.get_logger()
 
@@ -62,8 +62,10 @@ class CartesiaTTSConfig(BaseModel):
     base_url: str | None = None
 
 
-class CartesiaTTS(MulawTTS):
+class CartesiaTTS:
     """Speaks text with one Cartesia voice over the call's one socket. `aclose()` at the end."""
+
+    encoding: AudioEncoding = "ulaw8k"
 
     def __init__(
         self,
@@ -116,30 +118,29 @@ class CartesiaTTS(MulawTTS):
         if self._ws is not None:
             await close_now(self._ws)
 
-    async def open_answer(self) -> CartesiaAnswer:
+    async def open_context(self) -> CartesiaContext:
         """A new context on the call's socket, ready for `send`."""
         await self.connect()
         assert self._ws is not None
-        return CartesiaAnswer(self._ws, self._request, self._reading, self._first_audio_timeout)
+        return CartesiaContext(self._ws, self._request, self._reading, self._first_audio_timeout)
 
-    async def stream_native(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """`text` as the vendor's 8 kHz mu-law chunks, as they arrive."""
         if not text.strip():
             return
-        answer = await self.open_answer()
+        context = await self.open_context()
         try:
-            await answer.send(text, last=True)
-            async with aclosing(answer.audio()) as audio:
+            await context.send(text, last=True)
+            async with aclosing(context.audio()) as audio:
                 async for chunk in audio:
                     yield chunk
         finally:
-            await answer.cancel()
+            await context.cancel()
 
 
-
-class CartesiaAnswer:
+class CartesiaContext:
     """One context: `send` sentences, `close` when the answer is complete, and read `audio()`
-    (mu-law) or `pcm()` meanwhile, from another task. `cancel()` stops generation."""
+    (mu-law) meanwhile, from another task. `cancel()` stops generation."""
 
     def __init__(
         self,
@@ -195,10 +196,6 @@ class CartesiaAnswer:
                     raise _vendor_error(data)
                 if data.get("done") or kind == "done":
                     self._done = True
-
-    def pcm(self) -> AsyncIterator[bytes]:
-        """16 kHz PCM16 chunks of this context until `done`."""
-        return mulaw_to_pcm16k(self.audio())
 
     async def _send(self, transcript: str, last: bool) -> None:
         message = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import espeakng_loader
 import structlog
 
-from pipeline.frames import CANONICAL_RATE
+from pipeline.frames import CANONICAL_RATE, AudioEncoding
 from pipeline.resample import StreamResampler
 
 __all__ = ["EspeakError", "EspeakTTS"]
@@ -190,6 +190,8 @@ class EspeakTTS:
     Stopping iteration (break, `aclose()`, task cancellation) aborts synthesis within one
     espeak buffer.
     """
+
+    encoding: AudioEncoding = "pcm16k"
 
     def __init__(
         self, voice: str = "en-us", rate_wpm: int = 175, pitch: int = 50, end_pause: bool = False

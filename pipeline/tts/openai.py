@@ -15,6 +15,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.cloud_errors import ServiceError, from_httpx
+from pipeline.frames import AudioEncoding
 from pipeline.llm.openai import OpenAIEndpoint
 from pipeline.resample import StreamResampler
 
@@ -40,6 +41,8 @@ class OpenAITTSConfig(BaseModel):
 
 
 class OpenAITTS:
+    encoding: AudioEncoding = "pcm16k"
+
     def __init__(
         self,
         model: str = "gpt-4o-mini-tts",

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.frames import CANONICAL_FRAME_BYTES, CANONICAL_RATE
+from pipeline.frames import CANONICAL_FRAME_BYTES, CANONICAL_RATE, AudioEncoding
 
 
 class StandinTTSConfig(BaseModel):
@@ -42,6 +42,8 @@ def speech_like_chunks(secs: float) -> tuple[bytes, ...]:
 
 
 class StandinTTS:
+    encoding: AudioEncoding = "pcm16k"
+
     def __init__(self, config: StandinTTSConfig | None = None):
         self._chunks = speech_like_chunks((config or StandinTTSConfig()).secs)
 

@@ -5,6 +5,11 @@ voice fallbacks it retries after a 5xx, the call-insights host, ...). An `api_ba
 must cover all of them, so it is applied where every request leaves the SDK
 (`Client.send_request`): whatever host the SDK chose, the request goes to `api_base`.
 
+`api_hosts` picks Plivo's regional API hosts for one instance, nearest first: a voice request
+goes to the first and, when that answers a 5xx, to the next (the SDK's own voice fallback,
+with our hosts in place of its built-in ones); other requests go to the first. `api_base`
+wins over it.
+
 The SDK is blocking and keeps per-request state on the client (current host, retry count), so
 each operation gets its own client and runs in a worker thread.
 """
@@ -12,6 +17,7 @@ each operation gets its own client and runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,16 +45,45 @@ def rebase_url(url: str, api_base: str) -> str:
     return urlunsplit((base.scheme, base.netloc, path, parts.query, parts.fragment))
 
 
-class _Client(plivo.RestClient):
-    """The SDK client with every request sent to `api_base` instead of the host it chose."""
+SDK_API_HOST = "api.plivo.com"
+"""The host of the SDK's main and voice API base URLs, which `api_hosts` replaces."""
 
-    def __init__(self, auth_id: str, auth_token: str, api_base: str | None, timeout: float):
+
+def parse_hosts(api_hosts: str | Sequence[str] | None) -> tuple[str, ...]:
+    """`api_hosts` (a list, or comma-separated) as checked http(s) base URLs."""
+    if api_hosts is None:
+        return ()
+    items = api_hosts.split(",") if isinstance(api_hosts, str) else api_hosts
+    hosts = tuple(item.strip().rstrip("/") for item in items if item.strip())
+    for host in hosts:
+        parts = urlsplit(host)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"PLIVO_API_HOSTS entries must be http(s) URLs, got {host!r}")
+    return hosts
+
+
+class _Client(plivo.RestClient):
+    """The SDK client with requests sent to `api_base`, or to our `api_hosts` in place of the
+    SDK's API host (its n-th voice attempt to the n-th host, the last one repeated)."""
+
+    def __init__(
+        self,
+        auth_id: str,
+        auth_token: str,
+        api_base: str | None,
+        api_hosts: tuple[str, ...],
+        timeout: float,
+    ):
         super().__init__(auth_id, auth_token, timeout=timeout)
         self._api_base = api_base
+        self._api_hosts = api_hosts
 
     def send_request(self, request: Any, **kwargs: Any) -> Any:
         if self._api_base is not None:
             request.url = rebase_url(request.url, self._api_base)
+        elif self._api_hosts and urlsplit(request.url).hostname == SDK_API_HOST:
+            attempt = min(self.voice_retry_count, len(self._api_hosts) - 1)
+            request.url = rebase_url(request.url, self._api_hosts[attempt])
         return super().send_request(request, **kwargs)
 
 
@@ -56,13 +91,20 @@ class PlivoRest:
     """Call control for one Plivo account. Safe to share between calls and tasks."""
 
     def __init__(
-        self, auth_id: str, auth_token: str, api_base: str | None = None, timeout: float = 5.0
+        self,
+        auth_id: str,
+        auth_token: str,
+        api_base: str | None = None,
+        timeout: float = 5.0,
+        *,
+        api_hosts: str | Sequence[str] | None = None,
     ) -> None:
         if api_base is not None and urlsplit(api_base).scheme not in ("http", "https"):
             raise ValueError(f"PLIVO_API_BASE must be an http(s) URL, got {api_base!r}")
         self._auth_id = auth_id
         self._auth_token = auth_token
         self._api_base = api_base
+        self._api_hosts = parse_hosts(api_hosts)
         self._timeout = timeout
 
     async def hangup(self, call_uuid: str) -> None:
@@ -100,7 +142,9 @@ class PlivoRest:
 
     async def _run(self, operation: str, call_uuid: str | None, action: Any) -> Any:
         def blocking() -> Any:
-            with _Client(self._auth_id, self._auth_token, self._api_base, self._timeout) as c:
+            with _Client(
+                self._auth_id, self._auth_token, self._api_base, self._api_hosts, self._timeout
+            ) as c:
                 return action(c)
 
         try:

@@ -20,6 +20,7 @@ from providers.sip.message import (
     parse_cseq,
     parse_name_addr,
     parse_uri,
+    parse_via,
 )
 
 MAX_FORWARDS = "70"
@@ -47,6 +48,8 @@ class Dialog:
     route_set: list[str] = field(default_factory=list)
     local_seq: int = 0
     remote_seq: int | None = None
+    transport: str = "UDP"
+    """Of our Via: the transport the dialog's requests reach the peer over."""
 
     @classmethod
     def as_uas(cls, invite: Request, local_tag: str, contact: str, sent_by: str) -> Dialog:
@@ -65,6 +68,7 @@ class Dialog:
             sent_by=sent_by,
             route_set=invite.headers.get_all("Record-Route"),
             remote_seq=parse_cseq(_header(invite, "CSeq"))[0],
+            transport="TCP" if _arrived_over(invite) == "TCP" else "UDP",
         )
 
     @classmethod
@@ -137,7 +141,7 @@ class Dialog:
     ) -> Request:
         uri, routes = self._request_uri_and_routes()
         headers = Headers()
-        headers.add("Via", via_value(self.sent_by))
+        headers.add("Via", via_value(self.sent_by, self.transport))
         for route in routes:
             headers.add("Route", route)
         headers.add("Max-Forwards", MAX_FORWARDS)
@@ -164,9 +168,9 @@ class Dialog:
         return str(first), [*self.route_set[1:], f"<{target}>"]
 
 
-def via_value(sent_by: str) -> str:
+def via_value(sent_by: str, transport: str = "UDP") -> str:
     """A Via of ours with a fresh branch; `rport` asks for the NAT-seen port (RFC 3581)."""
-    return f"SIP/2.0/UDP {sent_by};branch={new_branch()};rport"
+    return f"SIP/2.0/{transport} {sent_by};branch={new_branch()};rport"
 
 
 def new_request(
@@ -230,6 +234,14 @@ def _sent_by(headers: Headers) -> str:
         raise SipError("no Via header")
     # "SIP/2.0/UDP host:port;params": the sent-by is the second word, before any parameter
     return vias[0].split(None, 1)[1].split(";", 1)[0].strip()
+
+
+def _arrived_over(request: Request) -> str:
+    """The transport of the request's last hop: its top Via's."""
+    vias = request.headers.get_all("Via")
+    if not vias:
+        raise SipError("no Via header")
+    return parse_via(vias[0]).transport.upper()
 
 
 def _header(message: Request | Response, name: str) -> str:

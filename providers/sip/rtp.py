@@ -118,7 +118,8 @@ class RtpSender:
 
     The edge's pacer counts 20 ms ticks from the start of the stream; a packet's timestamp is
     derived from its tick, so timestamps keep advancing across pauses in which nothing is sent,
-    and the first audio packet after a pause carries the marker bit (a new talkspurt).
+    and the first audio packet after such a pause carries the marker bit, as does the first
+    packet of a talkspurt the caller says begins (after comfort silence, which is sent).
     """
 
     __slots__ = ("_base", "_last_audio_tick", "octets_sent", "packets_sent", "sequence", "ssrc")
@@ -134,9 +135,12 @@ class RtpSender:
     def timestamp_at(self, tick: int) -> int:
         return (self._base + tick * SAMPLES_PER_FRAME) & 0xFFFFFFFF
 
-    def audio(self, payload: bytes, payload_type: int, tick: int) -> bytes:
-        """The audio packet sent at `tick`; marked if the previous tick sent no audio."""
-        marker = self._last_audio_tick is None or tick != self._last_audio_tick + 1
+    def audio(
+        self, payload: bytes, payload_type: int, tick: int, *, talkspurt: bool = False
+    ) -> bytes:
+        """The audio packet sent at `tick`; marked if it starts a talkspurt or if the previous
+        tick sent no audio."""
+        marker = talkspurt or self._last_audio_tick is None or tick != self._last_audio_tick + 1
         self._last_audio_tick = tick
         return self.packet(payload, payload_type, self.timestamp_at(tick), marker)
 

@@ -1,5 +1,6 @@
 """RFC 3261 §17 transactions over UDP, without I/O: messages and a clock in, events and
-datagrams out.
+datagrams out. This is the layer that matches messages to transactions; the transactions are
+`providers.sip.client_transaction` and `providers.sip.server_transaction`.
 
 The endpoint feeds every parsed message to `TransactionLayer.receive(message, source, now)`,
 calls `poll(now)` when `next_deadline()` has come, and sends what `data_to_send()` hands out.
@@ -16,8 +17,8 @@ here as well, until the ACK for it arrives, keyed by Call-ID and CSeq number, si
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from providers.sip.client_transaction import ClientTransaction
 from providers.sip.message import (
     Headers,
     Request,
@@ -28,236 +29,37 @@ from providers.sip.message import (
     parse_via,
     serialize,
 )
+from providers.sip.server_transaction import ServerTransaction
+from providers.sip.transaction_base import (
+    T1,
+    T2,
+    T4,
+    Address,
+    Event,
+    Key,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+    call_id,
+    header,
+    top_via,
+)
 
-T1 = 0.5
-"""RTT estimate (s)."""
-T2 = 4.0
-"""Longest retransmit interval of non-INVITE requests and INVITE responses (s)."""
-T4 = 5.0
-"""Longest time a message stays in the network (s)."""
+__all__ = [
+    "T1",
+    "T2",
+    "T4",
+    "Address",
+    "ClientTransaction",
+    "Event",
+    "RequestReceived",
+    "ResponseReceived",
+    "ServerTransaction",
+    "TransactionLayer",
+    "TransactionTimedOut",
+]
+
 MAGIC_COOKIE = "z9hG4bK"
-
-Address = tuple[str, int]
-Key = tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
-    """A new request; `transaction` is None for an ACK to a 2xx (it has none)."""
-
-    request: Request
-    source: Address
-    transaction: ServerTransaction | None
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
-    """A response for a client transaction (None: a stray one, e.g. a late 2xx)."""
-
-    response: Response
-    transaction: ClientTransaction | None
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionTimedOut:
-    """A client transaction got no final response (Timer B/F), or a server transaction's final
-    response was never ACKed (Timer H; for a 2xx, the TU should send BYE)."""
-
-    transaction: ClientTransaction | ServerTransaction
-
-
-Event = RequestReceived | ResponseReceived | TransactionTimedOut
-
-
-class _Timers:
-    """Named deadlines of one transaction."""
-
-    def __init__(self) -> None:
-        self.deadlines: dict[str, float] = {}
-
-    def set(self, name: str, at: float) -> None:
-        self.deadlines[name] = at
-
-    def cancel(self, *names: str) -> None:
-        for name in names:
-            self.deadlines.pop(name, None)
-
-    def due(self, now: float) -> str | None:
-        """The earliest timer due by `now` (removed), or None."""
-        if not self.deadlines:
-            return None
-        name = min(self.deadlines, key=self.deadlines.__getitem__)
-        if self.deadlines[name] > now:
-            return None
-        del self.deadlines[name]
-        return name
-
-    def next(self) -> float | None:
-        return min(self.deadlines.values(), default=None)
-
-
-class ClientTransaction:
-    """One request we sent, until its final response (§17.1)."""
-
-    def __init__(self, layer: TransactionLayer, key: Key, request: Request, to: Address) -> None:
-        self.key = key
-        self.request = request
-        self.destination = to
-        self.is_invite = request.method == "INVITE"
-        self.state = "calling" if self.is_invite else "trying"
-        self.final: Response | None = None
-        self._layer = layer
-        self._data = serialize(request)
-        self._interval = layer.t1
-        self._timers = _Timers()
-        self._ack: bytes | None = None
-
-    def _start(self, now: float) -> None:
-        t1 = self._layer.t1
-        self._layer.transmit(self._data, self.destination)
-        self._timers.set("A" if self.is_invite else "E", now + t1)
-        self._timers.set("B" if self.is_invite else "F", now + 64 * t1)
-
-    def _on_response(self, response: Response, now: float) -> Event | None:
-        status, layer = response.status, self._layer
-        if self.state in ("completed", "terminated"):
-            if self._ack is not None:  # a retransmitted final: ACK again (§17.1.1.2)
-                layer.transmit(self._ack, self.destination)
-            return None
-        if self.state == "accepted":  # RFC 6026: 2xx retransmissions go to the TU (re-ACK)
-            return ResponseReceived(response, self) if 200 <= status < 300 else None
-        if status < 200:
-            if self.state in ("calling", "trying"):
-                self.state = "proceeding"
-                if self.is_invite:
-                    self._timers.cancel("A", "B")
-            return ResponseReceived(response, self)
-        self.final = response
-        self._timers.cancel("A", "B", "E", "F")
-        if self.is_invite and status < 300:
-            self.state = "accepted"
-            self._timers.set("M", now + 64 * layer.t1)
-        elif self.is_invite:
-            self.state = "completed"
-            self._ack = serialize(_ack_for(self.request, response))
-            layer.transmit(self._ack, self.destination)
-            self._timers.set("D", now + 32.0)
-        else:
-            self.state = "completed"
-            self._timers.set("K", now + layer.t4)
-        return ResponseReceived(response, self)
-
-    def _fire(self, timer: str, now: float) -> Event | None:
-        layer = self._layer
-        if timer == "A":
-            self._interval *= 2
-            layer.transmit(self._data, self.destination)
-            self._timers.set("A", now + self._interval)
-        elif timer == "E":
-            self._interval = layer.t2 if self.state == "proceeding" else min(
-                self._interval * 2, layer.t2
-            )
-            layer.transmit(self._data, self.destination)
-            self._timers.set("E", now + self._interval)
-        elif timer in ("B", "F"):
-            self._terminate()
-            return TransactionTimedOut(self)
-        else:  # D, K, M: the transaction's work is done
-            self._terminate()
-        return None
-
-    def _terminate(self) -> None:
-        self.state = "terminated"
-        self._timers.deadlines.clear()
-        self._layer.forget(self)
-
-
-class ServerTransaction:
-    """One request we received, until our final response is safely delivered (§17.2)."""
-
-    def __init__(self, layer: TransactionLayer, key: Key, request: Request, source: Address):
-        self.key = key
-        self.request = request
-        self.source = source
-        self.is_invite = request.method == "INVITE"
-        self.state = "proceeding" if self.is_invite else "trying"
-        self.response: Response | None = None
-        """The last response sent."""
-        self.acked = False
-        self._layer = layer
-        self._data: bytes | None = None
-        self._interval = layer.t1
-        self._timers = _Timers()
-        self._answered_at = 0.0
-
-    @property
-    def dialog_key(self) -> tuple[str, int]:
-        """(Call-ID, CSeq number): what an ACK for our 2xx is matched by."""
-        return _call_id(self.request), parse_cseq(_header(self.request, "CSeq"))[0]
-
-    def _respond(self, response: Response, now: float) -> None:
-        if self.state not in ("trying", "proceeding"):
-            raise ValueError(f"a final response was already sent ({self.state})")
-        layer, status = self._layer, response.status
-        self.response = response
-        self._data = serialize(response)
-        layer.transmit(self._data, self.source)
-        if status < 200:
-            self.state = "proceeding"
-            return
-        if not self.is_invite:
-            self.state = "completed"
-            self._timers.set("J", now + 64 * layer.t1)
-            return
-        self.state = "accepted" if status < 300 else "completed"
-        self._timers.set("G", now + layer.t1)  # for a 2xx: §13.3.1.4, same schedule
-        self._timers.set("H", now + 64 * layer.t1)
-        if status < 300:
-            self._answered_at = now
-            layer.awaiting_ack[self.dialog_key] = self
-
-    def _on_request(self, request: Request, source: Address, now: float) -> Event | None:
-        """A retransmission, or the ACK for our final response."""
-        if request.method == "ACK":
-            if self.state == "accepted":  # a UA that reuses the INVITE's branch for it
-                return self._on_ack_for_2xx(request, source)
-            if self.state == "completed":
-                self.state = "confirmed"
-                self.acked = True
-                self._timers.cancel("G", "H")
-                self._timers.set("I", now + self._layer.t4)
-            return None
-        if self._data is not None and self.state != "confirmed":
-            self._layer.transmit(self._data, self.source)
-        return None
-
-    def _on_ack_for_2xx(self, request: Request, source: Address) -> Event | None:
-        if self.acked:
-            return None  # a retransmitted ACK
-        self.acked = True
-        self._timers.cancel("G", "H")
-        self._timers.set("L", self._answered_at + 64 * self._layer.t1)
-        return RequestReceived(request, source, None)
-
-    def _fire(self, timer: str, now: float) -> Event | None:
-        layer = self._layer
-        if timer == "G":
-            self._interval = min(self._interval * 2, layer.t2)
-            assert self._data is not None
-            layer.transmit(self._data, self.source)
-            self._timers.set("G", now + self._interval)
-            return None
-        if timer == "H":
-            self._terminate()
-            return TransactionTimedOut(self)
-        self._terminate()  # I, J, L
-        return None
-
-    def _terminate(self) -> None:
-        self.state = "terminated"
-        self._timers.deadlines.clear()
-        self._layer.awaiting_ack.pop(self.dialog_key, None)
-        self._layer.forget(self)
 
 
 class TransactionLayer:
@@ -273,44 +75,49 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
 
-    def receive(self, message: Request | Response, source: Address, now: float) -> list[Event]:
-        """Events for one parsed message; SipError if its Via or CSeq cannot be matched."""
+    def receive(
+        self, message: Request | Response, source: Address, now: float, reliable: bool = False
+    ) -> list[Event]:
+        """Events for one parsed message (`reliable`: it came over TCP, and so do the answers
+        of a transaction it starts); SipError if its Via or CSeq cannot be matched."""
         if isinstance(message, Response):
             tx = self._clients.get(_client_key(message))
             if tx is None:
                 return [ResponseReceived(message, None)]
-            event = tx._on_response(message, now)
+            event = tx.on_response(message, now)
             return [event] if event else []
         _mark_received(message, source)
         key = _server_key(message)
         server = self._servers.get(key)
         if server is not None:
-            event = server._on_request(message, source, now)
+            event = server.on_request(message, source, now)
             return [event] if event else []
         if message.method == "ACK":
             accepted = self.awaiting_ack.get(_ack_key(message))
             if accepted is not None:
-                event = accepted._on_ack_for_2xx(message, source)
+                event = accepted.on_ack_for_2xx(message, source)
                 return [event] if event else []
             return [RequestReceived(message, source, None)]
-        server = ServerTransaction(self, key, message, source)
+        server = ServerTransaction(self, key, message, source, reliable)
         self._servers[key] = server
         return [RequestReceived(message, source, server)]
 
-    def send_request(self, request: Request, to: Address, now: float) -> ClientTransaction:
-        """Start a client transaction (not for ACK: use `send`)."""
+    def send_request(
+        self, request: Request, to: Address, now: float, reliable: bool = False
+    ) -> ClientTransaction:
+        """Start a client transaction (not for ACK: use `send`); `reliable`: over TCP."""
         if request.method == "ACK":
             raise ValueError("an ACK is sent without a transaction")
         key = _client_key(request)
         if key in self._clients:
             raise ValueError("a transaction with this branch is already live")
-        tx = ClientTransaction(self, key, request, to)
+        tx = ClientTransaction(self, key, request, to, reliable)
         self._clients[key] = tx
-        tx._start(now)
+        tx.start(now)
         return tx
 
     def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
-        tx._respond(response, now)
+        tx.respond(response, now)
 
     def send(self, message: Request | Response, to: Address) -> None:
         """Outside any transaction: the ACK for a 2xx, or a stateless response."""
@@ -324,8 +131,8 @@ class TransactionLayer:
         """Fire every timer due by `now`."""
         events: list[Event] = []
         for tx in [*self._clients.values(), *self._servers.values()]:
-            while (timer := tx._timers.due(now)) is not None:
-                if (event := tx._fire(timer, now)) is not None:
+            while (timer := tx.timers.due(now)) is not None:
+                if (event := tx.fire(timer, now)) is not None:
                     events.append(event)
         return events
 
@@ -333,7 +140,7 @@ class TransactionLayer:
         deadlines = [
             d
             for tx in (*self._clients.values(), *self._servers.values())
-            if (d := tx._timers.next()) is not None
+            if (d := tx.timers.next()) is not None
         ]
         return min(deadlines, default=None)
 
@@ -352,46 +159,28 @@ class TransactionLayer:
             del table[tx.key]
 
 
-def _header(message: Request | Response, name: str) -> str:
-    value = message.headers.get(name)
-    if value is None:
-        raise SipError(f"no {name} header")
-    return value
-
-
-def _call_id(message: Request | Response) -> str:
-    return _header(message, "Call-ID").strip()
-
-
-def _top_via(message: Request | Response) -> str:
-    vias = message.headers.get_all("Via")
-    if not vias:
-        raise SipError("no Via header")
-    return vias[0]
-
-
 def _client_key(message: Request | Response) -> Key:
-    branch = parse_via(_top_via(message)).branch
+    branch = parse_via(top_via(message)).branch
     if not branch:
         raise SipError("the top Via has no branch")
-    return branch, parse_cseq(_header(message, "CSeq"))[1]
+    return branch, parse_cseq(header(message, "CSeq"))[1]
 
 
 def _server_key(request: Request) -> Key:
     """§17.2.3: branch + sent-by + method (ACK matches its INVITE); RFC 2543 peers (no magic
     cookie) by Call-ID, From tag, CSeq number and top Via instead."""
-    via = parse_via(_top_via(request))
+    via = parse_via(top_via(request))
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch or ""
     if branch.startswith(MAGIC_COOKIE):
         return branch, via.host.lower(), str(via.port or 5060), method
-    from_tag = parse_name_addr(_header(request, "From")).tag or ""
-    cseq = str(parse_cseq(_header(request, "CSeq"))[0])
-    return "2543", _call_id(request), from_tag, cseq, str(via), method
+    from_tag = parse_name_addr(header(request, "From")).tag or ""
+    cseq = str(parse_cseq(header(request, "CSeq"))[0])
+    return "2543", call_id(request), from_tag, cseq, str(via), method
 
 
 def _ack_key(ack: Request) -> tuple[str, int]:
-    return _call_id(ack), parse_cseq(_header(ack, "CSeq"))[0]
+    return call_id(ack), parse_cseq(header(ack, "CSeq"))[0]
 
 
 def _mark_received(request: Request, source: Address) -> None:
@@ -416,17 +205,3 @@ def _replace_vias(headers: Headers, vias: Iterable[str]) -> None:
     headers.remove("Via")
     for via in vias:
         headers.add("Via", via)
-
-
-def _ack_for(request: Request, response: Response) -> Request:
-    """The ACK a client INVITE transaction sends for a non-2xx final response (§17.1.1.3)."""
-    headers = Headers()
-    headers.add("Via", _top_via(request))
-    for route in request.headers.get_all("Route"):
-        headers.add("Route", route)
-    headers.add("Max-Forwards", "70")
-    headers.add("From", _header(request, "From"))
-    headers.add("To", _header(response, "To"))
-    headers.add("Call-ID", _call_id(request))
-    headers.add("CSeq", f"{parse_cseq(_header(request, 'CSeq'))[0]} ACK")
-    return Request("ACK", request.uri, headers)

@@ -4,9 +4,12 @@ The SDK's requests-based client runs in a worker thread (`asyncio.to_thread`): c
 is a handful of requests per call, the client needs no event-loop-bound session to open and
 close (the SDK's aiohttp client does), and errors come back as the SDK's own exceptions.
 
-`api_base` (env TWILIO_API_BASE) sends every request the SDK makes, whatever Twilio domain
-or edge/region host it targets, to that base instead: the rewrite happens in the HTTP client,
-the one place all requests pass. Tests point it at a loopback fake.
+`edge` and `region` (env TWILIO_EDGE, TWILIO_REGION) pick Twilio's regional host, e.g. edge
+`dublin` and region `ie1` send requests to `api.dublin.ie1.twilio.com`: an instance serving
+callers in one region talks to that region's Twilio. `api_base` (env TWILIO_API_BASE) sends
+every request the SDK makes, whatever Twilio domain or edge/region host it targets, to that
+base instead: the rewrite happens in the HTTP client, the one place all requests pass. Tests
+point it at a loopback fake.
 """
 
 from __future__ import annotations
@@ -80,11 +83,14 @@ class TwilioRest:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> TwilioRest:
-        """TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and the optional TWILIO_API_BASE."""
+        """TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and the optional TWILIO_API_BASE,
+        TWILIO_EDGE and TWILIO_REGION."""
         return cls(
             environ["TWILIO_ACCOUNT_SID"],
             environ["TWILIO_AUTH_TOKEN"],
             api_base=environ.get("TWILIO_API_BASE") or None,
+            edge=environ.get("TWILIO_EDGE") or None,
+            region=environ.get("TWILIO_REGION") or None,
         )
 
     async def hangup(self, call_sid: str) -> None:

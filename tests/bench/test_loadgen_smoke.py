@@ -23,6 +23,7 @@ def test_wire_roundtrip_measures_media_without_decoding() -> None:
         classify("not json")
 
 
+@pytest.mark.timed
 async def test_three_calls_without_failures(tmp_path) -> None:
     asterisk_prompts()  # skips, or fails under CI=true, without the speech corpus
     turns = load_turns(limit=4)

@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 import wave
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,27 +81,48 @@ def _frame(udp_payload: bytes, ident: int) -> bytes:
     return bytes(12) + b"\x08\x00" + ip + udp
 
 
+def rtp_packets(pcm8k: bytes, payload_type: int = 0, ssrc: int = 0x5EED0001) -> Iterator[bytes]:
+    """PCMU (0) or PCMA (8) RTP of `pcm8k`, one 20 ms packet after another (one talkspurt)."""
+    encode = _ENCODE[payload_type]
+    step = 2 * SAMPLES_PER_PACKET
+    for count, start in enumerate(range(0, len(pcm8k) - step + 1, step)):
+        marker = 0x80 if count == 0 else 0
+        yield struct.pack(
+            "!BBHII", 0x80, marker | payload_type, (1000 + count) & 0xFFFF,
+            count * SAMPLES_PER_PACKET, ssrc,
+        ) + encode(pcm8k[start : start + step])
+
+
 def write_rtp_pcap(
     path: Path, pcm8k: bytes, payload_type: int = 0, ssrc: int = 0x5EED0001
 ) -> int:
-    """PCMU (0) or PCMA (8) RTP of `pcm8k` in 20 ms packets, 20 ms apart; the packet count."""
-    encode = _ENCODE[payload_type]
-    step = 2 * SAMPLES_PER_PACKET
+    """`rtp_packets` as a capture, 20 ms apart; the packet count."""
     with path.open("wb") as out:
         out.write(_PCAP_HEADER)
         count = 0
-        for count, start in enumerate(range(0, len(pcm8k) - step + 1, step)):
-            marker = 0x80 if count == 0 else 0
-            rtp = struct.pack(
-                "!BBHII", 0x80, marker | payload_type, (1000 + count) & 0xFFFF,
-                count * SAMPLES_PER_PACKET, ssrc,
-            ) + encode(pcm8k[start : start + step])
-            frame = _frame(rtp, count)
-            micros = count * 20_000
+        for count, rtp in enumerate(rtp_packets(pcm8k, payload_type, ssrc), start=1):
+            frame = _frame(rtp, count - 1)
+            micros = (count - 1) * 20_000
             out.write(struct.pack("<IIII", 1_700_000_000 + micros // 1_000_000,
                                   micros % 1_000_000, len(frame), len(frame)))
             out.write(frame)
-        return count + 1 if pcm8k else 0
+        return count
+
+
+def send_rtp(
+    sock: socket.socket, address: tuple[str, int], pcm8k: bytes, ssrc: int = 0x5EED0002
+) -> list[float]:
+    """Sends `pcm8k` as PCMU to `address` the way a phone does, a packet every 20 ms on absolute
+    deadlines; when each packet left, on time.time()'s clock (the collector's kernel stamps)."""
+    sent = []
+    start = time.monotonic()
+    for index, packet in enumerate(rtp_packets(pcm8k, 0, ssrc)):
+        delay = start + index * SAMPLES_PER_PACKET / 8000 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sock.sendto(packet, address)
+        sent.append(time.time())
+    return sent
 
 
 @dataclass
@@ -114,6 +135,7 @@ class Stream:
     payload_types: set[int] = field(default_factory=set)
     ssrcs: set[int] = field(default_factory=set)
     audio: bytearray = field(default_factory=bytearray)  # 8 kHz PCM16 of the G.711 packets
+    levels: list[float] = field(default_factory=list)  # RMS of each packet's audio, 0..1 (0: none)
     malformed: int = 0
 
     def gaps_ms(self) -> list[float]:
@@ -127,6 +149,23 @@ class Stream:
                 gaps.append(1000 * (self.arrivals[i] - self.arrivals[i - 1]))
         return gaps
 
+    def arrival_gaps_ms(self) -> list[float]:
+        """Arrival gaps between every two packets the sender numbered back to back, whatever
+        their timestamps: for a stream that never pauses (comfort silence between turns), a
+        timestamp jump is a stall of the sender, and its gap must count."""
+        return [
+            1000 * (self.arrivals[i] - self.arrivals[i - 1])
+            for i in range(1, len(self.arrivals))
+            if (self.headers[i][0] - self.headers[i - 1][0]) & 0xFFFF == 1
+        ]
+
+    def timestamp_jumps(self) -> int:
+        """Packets numbered back to back whose timestamps are not one packet apart."""
+        return sum(
+            (b[0] - a[0]) & 0xFFFF == 1 and (b[1] - a[1]) & 0xFFFFFFFF != SAMPLES_PER_PACKET
+            for a, b in zip(self.headers, self.headers[1:], strict=False)
+        )
+
     def lost(self) -> int:
         """Sequence numbers skipped (packets the sender numbered that never arrived)."""
         return sum(
@@ -137,6 +176,13 @@ class Stream:
 
     def packets_between(self, start: float, end: float) -> int:
         return sum(start <= t < end for t in self.arrivals)
+
+    def voiced_arrivals(self, threshold_dbfs: float = -40.0) -> list[float]:
+        """When each packet louder than the threshold arrived: speech heard, whether the sender
+        sends nothing or silence between its turns."""
+        floor = 10 ** (threshold_dbfs / 20)
+        levels = zip(self.arrivals, self.levels, strict=False)  # the collector may be mid-packet
+        return [t for t, level in levels if level > floor]
 
     def voiced_secs(self, threshold_dbfs: float = -40.0) -> float:
         """Seconds of 20 ms blocks louder than the threshold: speech, not silence or noise."""
@@ -236,6 +282,12 @@ class RtpCollector:
         stream.payload_types.add(payload_type)
         stream.ssrcs.add(struct.unpack_from("!I", data, 8)[0])
         decode = _DECODE.get(payload_type)
+        level = 0.0
         if decode is not None:
             header = 12 + 4 * (data[0] & 0x0F)
-            stream.audio += decode(data[header:])
+            pcm = decode(data[header:])
+            stream.audio += pcm
+            if pcm:
+                samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768
+                level = float(np.sqrt((samples**2).mean()))
+        stream.levels.append(level)

@@ -21,9 +21,11 @@ writer reading the clock and the sink recording the send."""
 class RecordingSink:
     def __init__(self) -> None:
         self.sent: list[tuple[str, float, bytes | str | None]] = []
+        self.encodings: list[str] = []
 
-    async def send_audio(self, pcm16k: bytes) -> None:
-        self.sent.append(("audio", time.monotonic(), pcm16k))
+    async def send_audio(self, audio: bytes, encoding: str = "pcm16k") -> None:
+        self.sent.append(("audio", time.monotonic(), audio))
+        self.encodings.append(encoding)
 
     async def send_mark(self, name: str) -> None:
         self.sent.append(("mark", time.monotonic(), name))
@@ -196,3 +198,35 @@ async def test_marks_abandoned_by_their_awaiter_do_not_break_the_writer():
         playout.clear()
         await until(lambda: "clear" in sink.kinds())
         assert acked.cancelled() and cleared.cancelled()
+
+
+async def test_mulaw_goes_out_in_160_byte_frames_untouched_and_padded_with_mulaw_silence():
+    mulaw = bytes(range(256)) * 3 + bytes(range(32))  # 800 bytes = 5 frames; then 40 more
+    async with running(0.06) as (playout, sink):
+        playout.play(mulaw + b"\x01" * 40, "ulaw8k")
+        heard = playout.mark()
+        await until(lambda: len(sink.audio()) == 6)
+        frames = [frame for _, frame in sink.audio()]
+        assert b"".join(frames[:5]) == mulaw and {len(f) for f in frames} == {160}
+        assert frames[5] == b"\x01" * 40 + b"\xff" * 120
+        assert sink.encodings == ["ulaw8k"] * 6
+        assert_never_ahead([t for t, _ in sink.audio()], 0.06)  # paced like PCM frames
+        times = [t for t, _ in sink.audio()]
+        assert times[5] - times[0] >= 3 * FRAME - EARLY
+        playout.marked("m1")
+        assert await heard
+
+
+async def test_encodings_switch_at_a_frame_border_and_clear_counts_both():
+    async with running(0.06) as (playout, sink):
+        playout.play(frames(1, 7) + bytes(100))  # PCM: one frame and a part
+        playout.play(b"\x02" * 480, "ulaw8k")  # mu-law: three frames
+        await until(lambda: len(sink.audio()) >= 2)
+        assert sink.encodings[:2] == ["pcm16k", "pcm16k"]
+        assert sink.audio()[1][1] == bytes(CANONICAL_FRAME_BYTES)  # padded PCM, then the switch
+        playout.play(b"\x03" * 80, "ulaw8k")  # half a frame more, still partial
+        dropped = playout.clear()
+        assert 0.03 <= dropped <= 0.06 + 0.01 + 0.06 + 0.01  # unsent mu-law, the half, in flight
+        playout.play(frames(1, 9))
+        await until(lambda: sink.kinds()[-1] == "audio" and sink.encodings[-1] == "pcm16k")
+        assert "clear" in sink.kinds()

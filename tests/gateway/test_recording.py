@@ -60,7 +60,7 @@ def test_an_agent_frame_lands_at_its_play_time(tmp_path: Path):
     clock = Clock()
     recorder = CallRecorder(tmp_path, "cg_1", clock=clock)
     for n, frame in enumerate(frames(tone(0.2))):
-        recorder.played(frame, plays_at=100.5 + n * 0.02)
+        recorder.played(frame, "pcm16k", plays_at=100.5 + n * 0.02)
     clock.now = 101.0
     caller, agent = read_wav(recorder.finish([], {}))
     assert len(agent) == RATE  # up to the end of the call
@@ -104,10 +104,10 @@ def test_a_clear_cuts_what_the_far_end_had_not_played(tmp_path: Path):
     clock = Clock()
     recorder = CallRecorder(tmp_path, "cg_4", clock=clock)
     for n, frame in enumerate(frames(tone(0.4))):  # sent ahead: to play from 100.0 to 100.4
-        recorder.played(frame, plays_at=100.0 + n * 0.02)
+        recorder.played(frame, "pcm16k", plays_at=100.0 + n * 0.02)
     recorder.cleared(at=100.1)
     for n, frame in enumerate(frames(tone(0.1))):  # the next answer, after the clear
-        recorder.played(frame, plays_at=100.6 + n * 0.02)
+        recorder.played(frame, "pcm16k", plays_at=100.6 + n * 0.02)
     clock.now = 101.0
     _, agent = read_wav(recorder.finish([], {}))
     heard = loud(agent)
@@ -123,7 +123,7 @@ def test_left_is_the_caller_right_is_the_agent(tmp_path: Path):
     caller_pcm, agent_pcm = tone(0.4, hz=300), tone(0.4, hz=1200)
     for n, (c, a) in enumerate(zip(frames(caller_pcm), frames(agent_pcm), strict=True)):
         recorder.caller(AudioFrame(c))
-        recorder.played(a, plays_at=100.0 + n * 0.02)
+        recorder.played(a, "pcm16k", plays_at=100.0 + n * 0.02)
     clock.now = 100.5
     left, right = read_wav(recorder.finish([], {}))
     for track, hz in ((left, 300), (right, 1200)):
@@ -150,7 +150,7 @@ def test_a_failing_recording_never_reaches_the_call(tmp_path: Path):
     recorder._agent.close()  # the disk went away
     with capture_logs() as logs:
         for frame in frames(tone(0.1)):
-            recorder.played(frame, plays_at=0.0)
+            recorder.played(frame, "pcm16k", plays_at=0.0)
             recorder.caller(AudioFrame(frame))
         recorder.cleared(0.0)
         assert recorder.finish([], {}) is None
@@ -172,7 +172,7 @@ def test_the_recording_section_is_strict():
 
 
 class _Sink:
-    async def send_audio(self, pcm16k: bytes) -> None: ...
+    async def send_audio(self, audio: bytes, encoding: str = "pcm16k") -> None: ...
     async def send_mark(self, name: str) -> None: ...
     async def send_clear(self) -> None: ...
 
@@ -182,7 +182,7 @@ class _Listener:
         self.plays: list[float] = []
         self.clears: list[float] = []
 
-    def played(self, pcm16k: bytes, plays_at: float) -> None:
+    def played(self, frame: bytes, encoding: str, plays_at: float) -> None:
         self.plays.append(plays_at)
 
     def cleared(self, at: float) -> None:

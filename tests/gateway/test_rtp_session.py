@@ -19,13 +19,15 @@ from pipeline.codecs import ulaw_to_pcm
 from providers.events import AudioIn, CallStopped, Dtmf, Event, PlaybackMarked
 from providers.sip.rfc4733 import DtmfReceiver, TelephoneEvent
 from providers.sip.rtcp import SenderReport, parse_rtcp
-from providers.sip.rtp import RtpPacket, RtpSender
+from providers.sip.rtp import ULAW_TO_ALAW, RtpPacket, RtpSender
 from tests.corpus import skip_or_fail
 from tests.providers.sip.pcap import udp_payloads
 
 LOW, HIGH = 47000, 47999  # busy ports are skipped by open()
 PCM_FRAME = bytes(640)  # 20 ms of 16 kHz silence
-ULAW_FRAME = bytes(range(0, 160))
+TONE_FRAME = (np.sin(np.arange(320) * 2 * np.pi * 400 / 16000) * 8000).astype("<i2").tobytes()
+ULAW_FRAME = bytes(range(0, 160))  # not one silence code (0xFF) among them
+COMFORT = b"\xff" * 160  # mu-law silence
 DTMF_PT = 101
 
 
@@ -133,33 +135,57 @@ async def test_ulaw_passes_through_and_pcma_transcodes(pool):
         async with session_with(pool, peer) as session:
             await session.send_audio(ULAW_FRAME, "ulaw8k")
             await peer.wait_for(1)
+        pcmu = peer.packets()[0]
         async with session_with(pool, peer, codec="PCMA") as session:
-            await session.send_audio(b"\xff" * 160, "ulaw8k")
-            await peer.wait_for(2)
-    first, second = peer.packets()
-    assert (first.payload_type, first.payload) == (0, ULAW_FRAME)
-    assert (second.payload_type, second.payload) == (8, b"\xd5" * 160)  # silence in A-law
+            await session.send_audio(ULAW_FRAME, "ulaw8k")
+            await peer.wait_for(len(peer.received) + 2)
+    pcma = [p for p in peer.packets() if p.ssrc != pcmu.ssrc]
+    assert (pcmu.payload_type, pcmu.payload) == (0, ULAW_FRAME)
+    assert (pcma[0].payload_type, pcma[0].payload) == (8, ULAW_FRAME.translate(ULAW_TO_ALAW))
+    assert (pcma[1].payload_type, pcma[1].payload) == (8, b"\xd5" * 160)  # A-law silence
+
+
+async def test_comfort_silence_flows_while_nothing_is_queued(pool):
+    async with udp_peer() as peer, session_with(pool, peer):
+        await peer.wait_for(25)
+    packets = peer.packets()[:25]
+    arrivals = np.array([t for t, _, _ in peer.received[:25]])
+    assert all(p.payload == COMFORT and p.payload_type == 0 for p in packets)
+    assert [p.marker for p in packets] == [True] + [False] * 24
+    assert [(p.sequence - packets[0].sequence) & 0xFFFF for p in packets] == list(range(25))
+    assert [(p.timestamp - packets[0].timestamp) & 0xFFFFFFFF for p in packets] == [
+        160 * n for n in range(25)
+    ]
+    assert 0.4 < arrivals[-1] - arrivals[0] < 0.6  # paced, not a burst
 
 
 async def test_clear_takes_effect_within_one_packet_and_the_next_talkspurt_is_marked(pool):
     async with udp_peer() as peer, session_with(pool, peer) as session:
         for _ in range(50):
-            await session.send_audio(PCM_FRAME)
+            await session.send_audio(ULAW_FRAME, "ulaw8k")
         await peer.wait_for(5)
         await session.send_clear()
         sent_at_clear = len(peer.received)
         await asyncio.sleep(0.2)
-        assert len(peer.received) - sent_at_clear <= 1
+        after_clear = peer.packets()[sent_at_clear:]
+        assert sum(p.payload == ULAW_FRAME for p in after_clear) <= 1
+        assert sum(p.payload == COMFORT for p in after_clear) >= 5  # silence flows on
         before_talkspurt = len(peer.received)
         await session.send_audio(ULAW_FRAME, "ulaw8k")
-        await peer.wait_for(before_talkspurt + 1)
+        await peer.wait_for(before_talkspurt + 5)  # the spoken packet, then silence after it
     packets = peer.packets()
-    last_before, talkspurt = packets[before_talkspurt - 1], packets[before_talkspurt]
-    assert talkspurt.marker
-    assert (talkspurt.sequence - last_before.sequence) & 0xFFFF == 1
-    ticks = ((talkspurt.timestamp - last_before.timestamp) & 0xFFFFFFFF) // 160
-    assert ticks >= 10  # the clock ran on through ~200 ms of nothing sent
-    assert talkspurt.timestamp % 160 == last_before.timestamp % 160
+    spoken = [i for i, p in enumerate(packets) if p.payload == ULAW_FRAME]
+    talkspurt = spoken[-1]
+    assert talkspurt >= before_talkspurt and packets[talkspurt - 1].payload == COMFORT
+    assert packets[talkspurt].marker and not packets[talkspurt + 1].marker
+    assert [p.marker for p in packets[spoken[0] + 1 : talkspurt]] == [False] * (
+        talkspurt - spoken[0] - 1
+    )  # neither the end of the first talkspurt nor the silence after it is marked
+    first = packets[0]
+    assert [(p.sequence - first.sequence) & 0xFFFF for p in packets] == list(range(len(packets)))
+    assert [(p.timestamp - first.timestamp) & 0xFFFFFFFF for p in packets] == [
+        160 * n for n in range(len(packets))
+    ]  # one stream, continuous through speech, silence and speech again
 
 
 async def test_a_mark_is_acknowledged_once_what_came_before_was_sent(pool):
@@ -168,7 +194,7 @@ async def test_a_mark_is_acknowledged_once_what_came_before_was_sent(pool):
         await session.send_mark("empty")  # nothing before it: at once
         assert await next_event(events, PlaybackMarked) == PlaybackMarked("empty")
         for _ in range(10):
-            await session.send_audio(PCM_FRAME)
+            await session.send_audio(TONE_FRAME)
         await session.send_mark("m1")
         queued_at = time.monotonic()
         assert await next_event(events, PlaybackMarked) == PlaybackMarked("m1")
@@ -177,7 +203,7 @@ async def test_a_mark_is_acknowledged_once_what_came_before_was_sent(pool):
         assert 0.15 < elapsed < 0.5  # ten 20 ms packets (the first goes at the next tick)
         await asyncio.sleep(0.1)
     # the resampler's held-back tail went out with the mark, padded to a whole packet
-    assert len(peer.received) == 11
+    assert sum(p.payload != COMFORT for p in peer.packets()) == 11
     assert all(len(p.payload) == 160 for p in peer.packets())
 
 
@@ -190,6 +216,7 @@ async def test_symmetric_rtp_answers_where_the_media_comes_from(pool):
             )
             events = session.events()
             await next_event(events, AudioIn)
+            learned_at = time.monotonic()
             await session.send_audio(ULAW_FRAME, "ulaw8k")
             await actual.wait_for(1)
             # a stranger while the caller's stream is alive is ignored, and does not redirect us
@@ -204,7 +231,11 @@ async def test_symmetric_rtp_answers_where_the_media_comes_from(pool):
             await session.send_audio(ULAW_FRAME, "ulaw8k")
             await actual.wait_for(2)
             assert session.stats.ignored == 1
-        assert signalled.received == []
+            await asyncio.sleep(0.1)
+        # comfort silence went where the SDP said until the caller's media showed where it is
+        assert all(data[12:] == COMFORT for _, data, _ in signalled.received)
+        assert all(t < learned_at + 0.02 for t, _, _ in signalled.received)
+        assert sum(p.payload == ULAW_FRAME for p in actual.packets()) == 2
 
 
 async def test_caller_audio_becomes_one_audio_in_per_packet(pool):
@@ -289,11 +320,15 @@ async def test_hold_stops_sending_but_marks_and_clock_go_on(pool):
             await session.send_audio(ULAW_FRAME, "ulaw8k")
         await session.send_mark("held")
         await next_event(session.events(), PlaybackMarked)
+        await asyncio.sleep(0.1)  # nothing queued on hold: still nothing, not even silence
         assert peer.received == []
         session.update(remote=peer.address, direction="sendrecv")
         await session.send_audio(ULAW_FRAME, "ulaw8k")
-        await peer.wait_for(1)
-        assert peer.packets()[0].marker
+        await peer.wait_for(3)
+    first, second, third = peer.packets()[:3]
+    assert first.marker and first.payload == ULAW_FRAME
+    assert (second.marker, second.payload) == (False, COMFORT)
+    assert ((second.timestamp - first.timestamp) & 0xFFFFFFFF, third.marker) == (160, False)
 
 
 async def test_silence_from_the_peer_times_out_but_not_on_hold(pool):

@@ -16,7 +16,7 @@ from gateway.sip_service import SipService
 from gateway.state import Gateway
 from gateway.status_webhooks import StatusWebhooks
 from providers.sip.digest import DigestVerifier
-from providers.sip.message import Response, parse_name_addr, response_to, serialize
+from providers.sip.message import Request, Response, parse_name_addr, response_to, serialize
 from providers.sip.sdp import parse_sdp
 from tests.gateway.server import write_config
 from tests.gateway.sip_udp_peer import UdpPeer, request_bytes
@@ -39,12 +39,16 @@ def offer(rtp_port: int, direction: str = "sendrecv", codecs: str = "0 101") -> 
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
+COMFORT_SILENCE = b"\xff" * 160
+
+
 class Harness:
     def __init__(self, service: SipService, gateway: Gateway, peer: UdpPeer) -> None:
         self.service, self.gateway, self.peer = service, gateway, peer
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind(("127.0.0.1", 0))
         self.rtp.setblocking(False)
+        self.silent = 0
 
     @property
     def target(self) -> tuple[str, int]:
@@ -67,12 +71,20 @@ class Harness:
         self.send("ACK", call_id=call_id, to_tag=tag, seq=seq)
         return tag
 
-    async def rtp_packets(self, count: int, timeout: float = 5.0) -> list[bytes]:
+    async def speech_packets(
+        self, count: int, timeout: float = 5.0, silence: bytes = COMFORT_SILENCE
+    ) -> list[bytes]:
+        """The first `count` RTP packets of the agent's speech: the comfort silence that flows
+        from the answer on (and between turns) is counted in `silent`, not returned."""
         loop = asyncio.get_running_loop()
         packets = []
         async with asyncio.timeout(timeout):
             while len(packets) < count:
-                packets.append(await loop.sock_recv(self.rtp, 2048))
+                packet = await loop.sock_recv(self.rtp, 2048)
+                if packet[12:] == silence:
+                    self.silent += 1
+                else:
+                    packets.append(packet)
         return packets
 
     async def record(self, call_id: str, ended: bool = False, timeout: float = 5.0):
@@ -115,8 +127,9 @@ async def test_invite_answered_call_runs_and_caller_bye_ends_it(harness: Harness
     assert answer.media[0].formats[0] == 0 and answer.media[0].port > 0
     assert ok.headers.get("Contact")
     tag = harness.ack(ok, "call-a")
-    packets = await harness.rtp_packets(10)  # the greeting, as RTP
+    packets = await harness.speech_packets(10)  # the greeting, as RTP
     assert all(p[1] & 0x7F == 0 for p in packets)
+    assert harness.silent > 0  # comfort silence from the answer until the greeting
     record = await harness.record("call-a")
     assert record.provider == "sip" and record.agent == "standin" and record.status == "in-progress"
     assert record.from_number == "alice" and record.to_number == "bot"
@@ -137,7 +150,7 @@ async def test_retransmitted_invite_and_ok_until_ack(harness: Harness):
     harness.send("INVITE", call_id="call-r", body=body, branch="z9hG4bKcall-r")
     assert (await harness.peer.response()).status == 200  # absorbed, answered with the 2xx
     tag = harness.ack(ok, "call-r")
-    await harness.rtp_packets(2)
+    await harness.speech_packets(2)
     while not harness.peer.inbox.empty():
         harness.peer.inbox.get_nowait()
     await harness.peer.nothing(0.3)  # ACKed: no more 2xx
@@ -171,7 +184,7 @@ async def test_cancel_before_answer(harness: Harness):
 async def test_reinvite_hold_and_resume(harness: Harness):
     ok = await harness.invite("call-h")
     tag = harness.ack(ok, "call-h")
-    await harness.rtp_packets(1)
+    await harness.speech_packets(1)
     rtp_port = harness.rtp.getsockname()[1]
     harness.send(
         "INVITE", call_id="call-h", to_tag=tag, seq=2, body=offer(rtp_port, "sendonly")
@@ -190,6 +203,41 @@ async def test_reinvite_hold_and_resume(harness: Harness):
     assert (await harness.peer.response()).status == 200
 
 
+async def test_late_offer_gets_our_offer_and_the_ack_brings_the_answer(harness: Harness):
+    harness.send("INVITE", call_id="call-l", branch="z9hG4bKlate")  # no SDP
+    assert (await harness.peer.response(100)).status == 100
+    ok = await harness.peer.response()
+    assert ok.status == 200 and ok.headers.get("Content-Type") == "application/sdp"
+    ours = parse_sdp(ok.body).media[0]
+    assert ours.formats == [0, 8, 101] and ours.direction == "sendrecv"
+    tag = parse_name_addr(ok.headers.get("To") or "").tag
+    answer = offer(harness.rtp.getsockname()[1], codecs="8 101").replace(
+        b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:8 PCMA/8000"
+    )
+    harness.send("ACK", call_id="call-l", to_tag=tag, body=answer)
+    packets = await harness.speech_packets(5, silence=b"\xd5" * 160)
+    assert {p[1] & 0x7F for p in packets} == {8}  # the answer's codec: PCMA
+    record = await harness.record("call-l")
+    assert record.status == "in-progress"
+    harness.send("BYE", call_id="call-l", to_tag=tag, seq=2)
+    assert (await harness.peer.response()).status == 200
+    record = await harness.record("call-l", ended=True)
+    assert record.status == "completed" and record.hangup_by == "caller"
+
+
+async def test_late_offer_without_an_answer_in_the_ack_is_hung_up(harness: Harness):
+    harness.send("INVITE", call_id="call-n", branch="z9hG4bKnoanswer")
+    ok = await harness.peer.response()
+    assert ok.status == 200 and parse_sdp(ok.body).media
+    harness.ack(ok, "call-n")  # no SDP in it either
+    bye = await harness.peer.receive()
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    harness.peer.send(serialize(response_to(bye, 200)), harness.target)
+    record = await harness.record("call-n", ended=True)
+    assert record.status == "failed" and record.end_reason == "bad_sdp"
+    assert harness.gateway.registry.local_count() == 0 and not harness.gateway.calls
+
+
 async def test_refusals_no_codec_and_draining(harness: Harness):
     body = offer(harness.rtp.getsockname()[1], codecs="18")
     harness.send("INVITE", call_id="call-x", body=body.replace(b"a=rtpmap:0 PCMU/8000\r\n", b""))
@@ -203,7 +251,7 @@ async def test_refusals_no_codec_and_draining(harness: Harness):
 async def test_agent_hang_up_sends_bye(harness: Harness):
     ok = await harness.invite("call-b")
     harness.ack(ok, "call-b")
-    await harness.rtp_packets(1)
+    await harness.speech_packets(1)
     [call] = harness.gateway.calls
     await call.hang_up()
     bye = await harness.peer.receive()
@@ -215,7 +263,7 @@ async def test_agent_hang_up_sends_bye(harness: Harness):
 async def test_transfer_sends_refer_and_byes_after_notify_200(harness: Harness):
     ok = await harness.invite("call-t")
     tag = harness.ack(ok, "call-t")
-    await harness.rtp_packets(1)
+    await harness.speech_packets(1)
     [call] = harness.gateway.calls
     transferring = asyncio.ensure_future(call.transfer("+15550003"))
     refer = await harness.peer.receive()
@@ -295,7 +343,7 @@ async def test_outbound_call_with_digest_auth(trunk: tuple[Harness, UdpPeer]):
     peer.send(serialize(ok), harness.target)
     ack = await peer.receive()
     assert ack.method == "ACK" and ack.headers.get("CSeq") == "2 ACK"
-    await harness.rtp_packets(5)
+    await harness.speech_packets(5)
     assert record.status == "in-progress"
     bye = request_bytes(
         "BYE", peer.address, harness.target, call_id=record.provider_call_id or "",

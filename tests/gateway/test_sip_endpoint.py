@@ -12,7 +12,8 @@ from gateway.sip_endpoint import SipEndpoint, SipTimeout, parse_hostport
 from gateway.sip_guard import SipGuard, Verdict, parse_networks, parse_users
 from providers.sip.dialog import new_request
 from providers.sip.digest import authorization, parse_challenge
-from providers.sip.message import Headers, Request, response_to, serialize
+from providers.sip.message import Headers, Request, parse, response_to, serialize
+from providers.sip.stream import StreamFramer
 from providers.sip.transaction import ServerTransaction
 from tests.gateway.sip_udp_peer import UdpPeer, request_bytes
 
@@ -196,3 +197,34 @@ def test_guard_verdicts_and_settings_parsing():
     assert parse_hostport("[::1]:5060") == ("::1", 5060)
     with pytest.raises(ValueError):
         parse_hostport("5060")
+
+
+async def test_tcp_on_the_same_port_is_framed_and_answered_over_the_connection(
+    allowed: SipEndpoint, peer: UdpPeer
+):
+    reader, writer = await asyncio.open_connection(*allowed.address)
+    try:
+        us = writer.get_extra_info("sockname")[:2]
+        first = request_bytes("OPTIONS", us, allowed.address, call_id="tcp-1")
+        second = request_bytes("OPTIONS", us, allowed.address, call_id="tcp-2")
+        writer.write(b"\r\n\r\n" + first + second[:50])  # a keep-alive, then one and a half
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(second[50:])
+        framer, answers = StreamFramer(), []
+        async with asyncio.timeout(2):
+            while len(answers) < 2:
+                answers += [parse(m) for m in framer.feed(await reader.read(4096))]
+        assert [(a.status, a.headers.get("Call-ID")) for a in answers] == [  # type: ignore[union-attr]
+            (200, "tcp-1"),
+            (200, "tcp-2"),
+        ]
+        assert us in allowed.tcp
+        writer.write(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP x\r\n\r\n")  # no Content-Length
+        async with asyncio.timeout(2):
+            assert await reader.read() == b""  # unframeable: the connection is closed
+        assert allowed.malformed == 1
+    finally:
+        writer.close()
+    peer.send(request_bytes("OPTIONS", peer.address, allowed.address), allowed.address)
+    assert (await peer.response()).status == 200  # UDP carries on

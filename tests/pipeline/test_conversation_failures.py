@@ -23,7 +23,7 @@ class Output:
         self.played = 0
         self.hung_up = False
 
-    def play(self, pcm: bytes) -> asyncio.Future[float]:
+    def play(self, pcm: bytes, encoding: str = "pcm16k") -> asyncio.Future[float]:
         self.played += len(pcm)
         return _done(0.0)
 
@@ -39,6 +39,8 @@ class Output:
 
 class TTS:
     """Speaks every text as two chunks; `break_after` chunks in total, then fails."""
+
+    encoding = "pcm16k"
 
     def __init__(self, break_after: int | None = None) -> None:
         self.texts: list[str] = []

@@ -65,6 +65,7 @@ async def test_phone_quality_prompts_are_transcribed() -> None:
 
 
 @pytest.mark.usefixtures("model_ready")
+@pytest.mark.timed
 async def test_transcription_does_not_block_the_event_loop() -> None:
     prompt = max(select_prompts(20, seed=0), key=lambda p: p.duration)
     audio = phone_line(prompt.pcm()[0])

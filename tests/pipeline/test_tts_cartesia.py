@@ -8,8 +8,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline.cloud_errors import ServiceError
-from pipeline.codecs import ulaw_to_pcm
-from pipeline.resample import stream_resampler
 from pipeline.tts.cartesia import DEFAULT_VERSION, CartesiaTTS, CartesiaTTSConfig
 from tests.fakes.cartesia_server import CartesiaFake, audio_for
 
@@ -30,7 +28,7 @@ async def test_native_audio_in_order_with_the_documented_request() -> None:
     text = "Thank you for calling."
     async with CartesiaFake(KEY) as fake:
         client = tts(fake)
-        chunks = await collect(client.stream_native(text))
+        chunks = await collect(client.synthesize(text))
         await client.aclose()
     assert len(chunks) > 3 and b"".join(chunks) == audio_for(text + " ")
     assert fake.headers[0]["X-API-Key"] == KEY
@@ -47,17 +45,15 @@ async def test_native_audio_in_order_with_the_documented_request() -> None:
     }
 
 
-async def test_synthesize_yields_16khz_pcm_and_reuses_the_socket() -> None:
+async def test_synthesize_yields_the_vendor_mulaw_and_reuses_the_socket() -> None:
     async with CartesiaFake(KEY) as fake:
         client = tts(fake)
+        assert client.encoding == "ulaw8k"
         await client.connect()  # pre-warm
         first = b"".join(await collect(client.synthesize("Hello.")))
         second = b"".join(await collect(client.synthesize("Goodbye.")))
         await client.aclose()
-    for pcm, text in ((first, "Hello."), (second, "Goodbye.")):
-        upsampler = stream_resampler(8000, 16000)
-        expected = upsampler.process(ulaw_to_pcm(audio_for(text + " "))) + upsampler.flush()
-        assert pcm == expected
+    assert first == audio_for("Hello. ") and second == audio_for("Goodbye. ")
     assert fake.connections == 1
     assert len({m["context_id"] for m in fake.messages}) == 2
 
@@ -66,7 +62,7 @@ async def test_an_answer_continues_one_context_sentence_by_sentence() -> None:
     sentences = ["Sure.", "Your order ships today.", "Anything else?"]
     async with CartesiaFake(KEY, chunk_interval=0.002) as fake:
         client = tts(fake)
-        answer = await client.open_answer()
+        answer = await client.open_context()
         received: list[bytes] = []
         first_audio = asyncio.Event()
 
@@ -93,7 +89,7 @@ async def test_barge_in_cancels_the_context_and_the_next_answer_is_clean() -> No
     async with CartesiaFake(KEY, chunk_interval=0.01) as fake:
         client = tts(fake)
         started = time.perf_counter()
-        async with aclosing(client.stream_native("A long answer. " * 20)) as audio:
+        async with aclosing(client.synthesize("A long answer. " * 20)) as audio:
             async for _ in audio:
                 break
         assert time.perf_counter() - started < 0.2
@@ -101,7 +97,7 @@ async def test_barge_in_cancels_the_context_and_the_next_answer_is_clean() -> No
         await asyncio.sleep(0.03)
         assert fake.messages[-1] == {"context_id": cancelled, "cancel": True}
         assert fake.contexts[cancelled].cancelled and not fake.contexts[cancelled].done
-        assert b"".join(await collect(client.stream_native("Yes?"))) == audio_for("Yes? ")
+        assert b"".join(await collect(client.synthesize("Yes?"))) == audio_for("Yes? ")
         await client.aclose()
     assert fake.connections == 1
 
@@ -109,11 +105,11 @@ async def test_barge_in_cancels_the_context_and_the_next_answer_is_clean() -> No
 async def test_leftovers_of_a_cancelled_context_are_skipped() -> None:
     async with CartesiaFake(KEY) as fake:
         client = tts(fake)
-        answer = await client.open_answer()
+        answer = await client.open_context()
         await answer.send("This answer is interrupted before it is read.", last=True)
         await asyncio.sleep(0.05)  # its chunks are waiting, unread, on the socket
         await answer.cancel()
-        assert b"".join(await collect(client.stream_native("Next."))) == audio_for("Next. ")
+        assert b"".join(await collect(client.synthesize("Next."))) == audio_for("Next. ")
         await client.aclose()
 
 
@@ -178,10 +174,10 @@ async def test_socket_dropped_mid_stream_is_stream_broken_and_the_next_answer_re
         client = tts(fake)
         got: list[bytes] = []
         with pytest.raises(ServiceError) as caught:
-            async for chunk in client.stream_native("Hello there, how are you?"):
+            async for chunk in client.synthesize("Hello there, how are you?"):
                 got.append(chunk)
         assert caught.value.kind == "stream_broken" and len(got) == 2
-        assert b"".join(await collect(client.stream_native("Hi."))) == audio_for("Hi. ")
+        assert b"".join(await collect(client.synthesize("Hi."))) == audio_for("Hi. ")
         assert fake.connections == 2
         await client.aclose()
 
@@ -190,31 +186,29 @@ async def test_malformed_message_is_stream_broken() -> None:
     async with CartesiaFake(KEY, malformed_after_chunks=1) as fake:
         client = tts(fake)
         with pytest.raises(ServiceError) as caught:
-            await collect(client.stream_native("Hello there, how are you?"))
+            await collect(client.synthesize("Hello there, how are you?"))
         assert caught.value.kind == "stream_broken"
         await client.aclose()
 
 
 async def test_gateway_added_latency_to_first_chunk(report_figure) -> None:
-    """Fake's first chunk send -> first chunk out of the client (decode + resample included)."""
-    added = {"pcm16k": [], "native": []}
+    """Fake's first chunk send -> first chunk out of the client (mu-law, as the vendor sent)."""
+    added: list[float] = []
     async with CartesiaFake(KEY) as fake:
         client = tts(fake)
         await client.connect()
-        for run in range(40):
-            native = run % 2 == 1
-            stream = client.stream_native("Hi.") if native else client.synthesize("Hi.")
-            async with aclosing(stream) as audio:
+        for _ in range(20):
+            async with aclosing(client.synthesize("Hi.")) as audio:
                 async for _ in audio:
                     at = time.perf_counter()
                     break
             request = [m for m in fake.messages if "transcript" in m][-1]
             sent = fake.first_audio_sent_at[request["context_id"]]
-            added["native" if native else "pcm16k"].append((at - sent) * 1000)
+            added.append((at - sent) * 1000)
         await client.aclose()
-    p95 = {name: round(float(np.percentile(values, 95)), 3) for name, values in added.items()}
-    report_figure("cartesia_first_chunk_added_ms_p95", p95)
-    assert max(p95.values()) < 5
+    p95 = float(np.percentile(added, 95))
+    report_figure("cartesia_first_chunk_added_ms_p95", round(p95, 3))
+    assert p95 < 5
 
 
 def test_config_keeps_the_key_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,8 +8,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline.cloud_errors import ServiceError
-from pipeline.codecs import ulaw_to_pcm
-from pipeline.resample import stream_resampler
 from pipeline.tts.elevenlabs import ElevenLabsTTS, ElevenLabsTTSConfig
 from tests.fakes.elevenlabs_server import ElevenLabsFake, audio_for
 
@@ -26,10 +24,12 @@ async def collect(chunks) -> list[bytes]:
     return [chunk async for chunk in chunks]
 
 
-async def test_native_audio_arrives_in_order_and_streamed() -> None:
+async def test_vendor_mulaw_arrives_untouched_in_order_and_streamed() -> None:
     text = "Thank you for calling."
     async with ElevenLabsFake(KEY) as fake:
-        chunks = await collect(tts(fake).stream_native(text))
+        client = tts(fake)
+        assert client.encoding == "ulaw8k"
+        chunks = await collect(client.synthesize(text))
         assert len(chunks) > 3  # streamed, not one blob
         assert b"".join(chunks) == audio_for(text)
         session = fake.sessions[0]
@@ -40,16 +40,6 @@ async def test_native_audio_arrives_in_order_and_streamed() -> None:
         assert "xi_api_key" not in first  # the key goes in the header only
         assert texts == [{"text": text + " ", "flush": True}, {"text": ""}]
         assert session.final_sent and not session.client_closed_early
-
-
-async def test_synthesize_yields_16khz_pcm_of_the_vendor_audio() -> None:
-    text = "Hello there."
-    async with ElevenLabsFake(KEY) as fake:
-        pcm = b"".join(await collect(tts(fake).synthesize(text)))
-    upsampler = stream_resampler(8000, 16000)
-    expected = upsampler.process(ulaw_to_pcm(audio_for(text))) + upsampler.flush()
-    assert pcm == expected
-    assert len(pcm) >= 4 * len(audio_for(text))  # twice the samples, two bytes each
 
 
 async def test_blank_text_opens_no_socket() -> None:
@@ -63,22 +53,25 @@ async def test_an_answer_streams_several_sentences_over_one_socket() -> None:
     async with ElevenLabsFake(KEY, chunk_interval=0.002) as fake:
         answer = await tts(fake).open_answer()
         received: list[bytes] = []
+        spoken: list[int | None] = []
         first_audio = asyncio.Event()
 
         async def read() -> None:
-            async for chunk in answer.audio():
+            async for chunk, chars in answer.audio():
                 received.append(chunk)
+                spoken.append(chars)
                 first_audio.set()
 
         reader = asyncio.create_task(read())
-        await answer.send(sentences[0])
+        await answer.send(sentences[0], flush=True)
         await first_audio.wait()  # the first sentence plays before the LLM wrote the next
         for sentence in sentences[1:]:
-            await answer.send(sentence)
+            await answer.send(sentence, flush=True)
         await answer.close()
         await asyncio.wait_for(reader, 2)
         await answer.cancel()
         assert b"".join(received) == b"".join(audio_for(s) for s in sentences)
+        assert sum(c or 0 for c in spoken) == sum(len(s.replace(" ", "")) for s in sentences)
         assert len(fake.sessions) == 1
 
 
@@ -143,7 +136,7 @@ async def test_socket_dropped_mid_stream_is_stream_broken() -> None:
     async with ElevenLabsFake(KEY, drop_after_chunks=2) as fake:
         got: list[bytes] = []
         with pytest.raises(ServiceError) as caught:
-            async for chunk in tts(fake).stream_native("Hello there, how are you?"):
+            async for chunk in tts(fake).synthesize("Hello there, how are you?"):
                 got.append(chunk)
         assert caught.value.kind == "stream_broken"
         assert len(got) == 2
@@ -152,7 +145,7 @@ async def test_socket_dropped_mid_stream_is_stream_broken() -> None:
 async def test_malformed_message_is_stream_broken() -> None:
     async with ElevenLabsFake(KEY, malformed_after_chunks=1) as fake:
         with pytest.raises(ServiceError) as caught:
-            await collect(tts(fake).stream_native("Hello there, how are you?"))
+            await collect(tts(fake).synthesize("Hello there, how are you?"))
         assert caught.value.kind == "stream_broken"
 
 
@@ -167,25 +160,20 @@ async def test_vendor_input_timeout_message_is_a_timeout_error() -> None:
 
 
 async def test_gateway_added_latency_to_first_chunk(report_figure) -> None:
-    """Fake's first audio send -> first chunk out of the client (decode + resample included)."""
-    added_pcm: list[float] = []
-    added_native: list[float] = []
+    """Fake's first audio send -> first chunk out of the client (mu-law, as the vendor sent)."""
+    added: list[float] = []
     async with ElevenLabsFake(KEY) as fake:
         client = tts(fake)
-        for run in range(40):
-            native = run % 2 == 1
-            stream = client.stream_native("Hi.") if native else client.synthesize("Hi.")
-            async with aclosing(stream) as audio:
+        for _ in range(20):
+            async with aclosing(client.synthesize("Hi.")) as audio:
                 async for _ in audio:
                     at = time.perf_counter()
                     break
             sent = fake.sessions[-1].first_audio_sent_at
-            (added_native if native else added_pcm).append((at - sent) * 1000)
-    p95_pcm = float(np.percentile(added_pcm, 95))
-    p95_native = float(np.percentile(added_native, 95))
-    report_figure("elevenlabs_first_chunk_added_ms_p95", {"pcm16k": round(p95_pcm, 3),
-                                                          "native": round(p95_native, 3)})
-    assert p95_pcm < 5 and p95_native < 5
+            added.append((at - sent) * 1000)
+    p95 = float(np.percentile(added, 95))
+    report_figure("elevenlabs_first_chunk_added_ms_p95", round(p95, 3))
+    assert p95 < 5
 
 
 def test_config_keeps_the_key_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,3 +187,21 @@ def test_config_keeps_the_key_secret(monkeypatch: pytest.MonkeyPatch) -> None:
         f"?model_id={MODEL}&output_format=ulaw_8000"
     )
     assert client._headers == {"xi-api-key": KEY}
+
+
+async def test_the_socket_opened_ahead_serves_the_next_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with ElevenLabsFake(KEY) as fake:
+        client = tts(fake)
+        await client.connect()  # pre-warm, when the webhook arrives
+        await client.connect()  # a fresh one waits already: no second socket
+        assert len(fake.sessions) == 1
+        assert b"".join(await collect(client.synthesize("Hello."))) == audio_for("Hello.")
+        assert len(fake.sessions) == 1  # the greeting paid no handshake
+        await client.connect()
+        monkeypatch.setattr("pipeline.tts.elevenlabs.WARM_SOCKET_MAX_AGE_SECS", 0.0)
+        assert b"".join(await collect(client.synthesize("Hi."))) == audio_for("Hi.")
+        assert len(fake.sessions) == 3  # a stale socket is not trusted: a new one spoke
+        assert fake.sessions[2].final_sent
+        await client.aclose()

@@ -36,7 +36,7 @@ class RecordingOutput:
         self.first_audio: float | None = None
         self._clock = clock
 
-    def play(self, pcm: bytes) -> asyncio.Future[float]:
+    def play(self, pcm: bytes, encoding: str = "pcm16k") -> asyncio.Future[float]:
         if self.first_audio is None:
             self.first_audio = self._clock()
         sent = asyncio.get_running_loop().create_future()

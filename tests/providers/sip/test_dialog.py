@@ -141,3 +141,17 @@ def test_cancel_matches_the_invite_transaction():
     assert cancel.uri == request.uri and cancel.headers.get("CSeq") == "7 CANCEL"
     assert cancel.headers.get_all("Via") == request.headers.get_all("Via")[:1]
     assert cancel.headers.get("To") == request.headers.get("To")
+
+
+def test_a_dialog_made_over_tcp_sends_its_requests_with_a_tcp_via():
+    invite = parse(
+        b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKtcp\r\n"
+        b"From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bot@127.0.0.1>\r\n"
+        b"Call-ID: tcp-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070;transport=tcp>\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(invite, Request)
+    dialog = Dialog.as_uas(invite, "b", "sip:callgate@127.0.0.1:5060", "127.0.0.1:5060")
+    bye = dialog.request("BYE")
+    assert (bye.headers.get("Via") or "").startswith("SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK")

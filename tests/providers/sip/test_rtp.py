@@ -93,12 +93,13 @@ def test_sender_numbers_packets_and_marks_talkspurts():
     first = RtpPacket.parse(sender.audio(b"\xff" * 160, 0, tick=0))
     second = RtpPacket.parse(sender.audio(b"\xff" * 160, 0, tick=1))
     after_gap = RtpPacket.parse(sender.audio(b"\xff" * 160, 0, tick=5))
-    assert [p.sequence for p in (first, second, after_gap)] == [0xFFFE, 0xFFFF, 0]
-    assert [p.marker for p in (first, second, after_gap)] == [True, False, True]
+    talkspurt = RtpPacket.parse(sender.audio(b"\x00" * 160, 0, tick=6, talkspurt=True))
+    assert [p.sequence for p in (first, second, after_gap, talkspurt)] == [0xFFFE, 0xFFFF, 0, 1]
+    assert [p.marker for p in (first, second, after_gap, talkspurt)] == [True, False, True, True]
     assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == SAMPLES_PER_FRAME
     assert (after_gap.timestamp - first.timestamp) & 0xFFFFFFFF == 5 * SAMPLES_PER_FRAME
     assert {p.ssrc for p in (first, second, after_gap)} == {1234}
-    assert (sender.packets_sent, sender.octets_sent) == (3, 480)
+    assert (sender.packets_sent, sender.octets_sent) == (4, 640)
 
 
 def test_senders_pick_random_ssrc_and_starting_points():

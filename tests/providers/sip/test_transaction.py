@@ -243,3 +243,29 @@ def test_same_branch_cannot_start_two_client_transactions():
         layer.send_request(request("OPTIONS"), PEER, 0.0)
     with pytest.raises(ValueError):
         layer.send_request(request("ACK"), PEER, 0.0)
+
+
+# reliable transport (TCP): no retransmissions but the 2xx's, no lingering states
+
+
+def test_over_tcp_requests_and_error_responses_are_sent_once():
+    layer = TransactionLayer()
+    tx = layer.send_request(request("OPTIONS"), PEER, 0.0, reliable=True)
+    assert len(sent(layer)) == 1
+    events, times = run_until(layer, 64 * T1)
+    assert times == [] and events == [TransactionTimedOut(tx)]  # Timer F still runs
+    [event] = layer.receive(request("INVITE", branch="z9hG4bKtcp"), PEER, 0.0, reliable=True)
+    layer.respond(event.transaction, response_to(event.transaction.request, 486), 0.0)
+    assert len(sent(layer)) == 1
+    layer.receive(request("ACK", branch="z9hG4bKtcp"), PEER, 0.1, reliable=True)
+    events, times = run_until(layer, 0.1)  # Timer I is zero: the transaction is gone at once
+    assert times == [] and len(layer) == 0
+
+
+def test_over_tcp_a_2xx_is_still_retransmitted_until_acked():
+    layer = TransactionLayer()
+    [event] = layer.receive(request("INVITE"), PEER, 0.0, reliable=True)
+    layer.respond(event.transaction, response_to(event.transaction.request, 200, to_tag="t"), 0.0)
+    layer.data_to_send()
+    _, times = run_until(layer, 1.0)
+    assert times == [T1]  # §13.3.1.4: the TU's 2xx retransmission is end to end
