@@ -82,7 +82,7 @@ class PlivoSettings(Section):
 
 class SipSettings(Section):
     listen: str | None = None
-    """HOST:PORT of the SIP endpoint (UDP); None: SIP off."""
+    """HOST:PORT of the SIP endpoint (UDP and TCP on the same port); None: SIP off."""
     allow: str | None = None
     """Comma-separated CIDRs that may call in without digest credentials."""
     rtp_ports: str = "10000-10999"
