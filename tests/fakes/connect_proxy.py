@@ -7,35 +7,19 @@ a client would reach (a regional API host, say) without any traffic leaving the 
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.fakes.http_server import LoopbackHttpServer
 
-class RecordingProxy:
+
+class RecordingProxy(LoopbackHttpServer):
     """`with RecordingProxy() as proxy:` listens at `proxy.url`; `proxy.targets` is every
     CONNECT target (or absolute URL of a plain-HTTP request) in order."""
 
     def __init__(self) -> None:
         self.targets: list[str] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> RecordingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self

@@ -20,10 +20,9 @@ import base64
 import json
 import re
 import secrets
-import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,6 +30,7 @@ import httpx
 
 from gateway.simulated_plivo import PlivoDialect
 from providers.plivo.signature import signature_headers
+from tests.fakes.http_server import LoopbackHttpServer
 from tests.fakes.phone import Callee, converse, in_thread
 
 _ROUTE = re.compile(r"^/v1/Account/([^/]+)/Call/(?:([^/]+)/)?$")
@@ -54,7 +54,7 @@ class FakeCall:
     aleg_url: str | None = None
 
 
-class FakePlivoRest:
+class FakePlivoRest(LoopbackHttpServer):
     """`with FakePlivoRest() as fake:` serves on 127.0.0.1 at `fake.base_url`."""
 
     def __init__(self, auth_id: str | None = None, auth_token: str | None = None) -> None:
@@ -65,15 +65,11 @@ class FakePlivoRest:
         self.created: list[dict[str, Any]] = []
         self.callees: dict[str, Callee] = {}
         self._failures: list[int] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.url
 
     def add_call(self, to: str = "14155550100", from_: str = "14155550199") -> FakeCall:
         """A live inbound call, as if Plivo had just connected it."""
@@ -92,15 +88,6 @@ class FakePlivoRest:
         """Answer the next `count` requests with `status` and Plivo's error body."""
         with self._lock:
             self._failures.extend([status] * count)
-
-    def __enter__(self) -> FakePlivoRest:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     # -- the API ---------------------------------------------------------------------------
 

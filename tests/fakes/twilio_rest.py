@@ -18,11 +18,10 @@ import base64
 import json
 import re
 import secrets
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,6 +29,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from gateway.simulated_twilio import SIGNATURE_HEADER, TwilioDialect
+from tests.fakes.http_server import LoopbackHttpServer
 from tests.fakes.phone import Callee, converse, in_thread
 
 API_VERSION = "2010-04-01"
@@ -78,7 +78,7 @@ def _error(status: int, code: int, message: str) -> tuple[int, dict[str, Any]]:
     return status, body
 
 
-class FakeTwilioRest:
+class FakeTwilioRest(LoopbackHttpServer):
     """`with FakeTwilioRest() as fake:` serves on 127.0.0.1 at `fake.base_url`."""
 
     def __init__(self, account_sid: str | None = None, auth_token: str | None = None) -> None:
@@ -87,17 +87,11 @@ class FakeTwilioRest:
         self.requests: list[RecordedRequest] = []
         self.calls: dict[str, FakeCall] = {}
         self.callees: dict[str, Callee] = {}
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__()
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.url
 
     def add_call(self, to: str = "+15005550006", from_: str = "+15005550001") -> FakeCall:
         """A live inbound call, as if Twilio had just connected it."""
@@ -111,15 +105,6 @@ class FakeTwilioRest:
         with self._lock:
             self.callees[to] = callee
         return callee
-
-    def __enter__(self) -> FakeTwilioRest:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     # -- the API ---------------------------------------------------------------------------
 

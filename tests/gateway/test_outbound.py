@@ -87,7 +87,7 @@ def outbound(provider: str, to: str, receiver: WebhookReceiver | None = None) ->
     body = {"to": to, "from": FROM, "provider": provider, "agent": "outbound"}
     body["variables"] = VARIABLES
     if receiver is not None:
-        body["status_webhook"] = receiver.url
+        body["status_webhook"] = receiver.hook_url
     return body
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.http_server import LoopbackHttpServer
 
 
 @dataclass(frozen=True)
@@ -21,23 +22,17 @@ class Delivery:
         return json.loads(self.body)
 
 
-class WebhookReceiver:
-    """`with WebhookReceiver() as receiver:` listens at `receiver.url`."""
+class WebhookReceiver(LoopbackHttpServer):
+    """`with WebhookReceiver() as receiver:` takes deliveries at `receiver.hook_url`."""
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
         self.fail_first = 0  # answer this many requests with 500
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__()
 
     @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/hooks/callgate"
+    def hook_url(self) -> str:
+        return f"{self.url}/hooks/callgate"
 
     def for_call(self, call_id: str) -> list[Delivery]:
         with self._lock:
@@ -53,15 +48,6 @@ class WebhookReceiver:
             time.sleep(0.05)
         seen = [d.json for d in self.for_call(call_id)]
         raise AssertionError(f"no {event} for {call_id}: {seen}")
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
