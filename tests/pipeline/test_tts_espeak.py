@@ -137,4 +137,4 @@ async def test_whisper_hears_the_words() -> None:
     text = "Please enter your account number, then press the pound key."
     heard = await WhisperSTT().transcribe(await speak(EspeakTTS(), text))
     assert word_error_rate([text], [heard]) <= 0.2, heard
-    assert {"account", "number", "pound"} <= set(normalize_words(heard))
+    assert {"account", "number", "pound"} <= set(normalize_words(heard)), heard
