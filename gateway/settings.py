@@ -102,6 +102,9 @@ class SipSettings(Section):
     register_to_trunk: bool = False
     register_expires_secs: int = Field(default=600, ge=60, le=86_400)
     ring_timeout_secs: float = Field(default=60, gt=0, le=600)
+    """How long an outbound SIP call may ring before we give up."""
+    answer_delay_secs: float = Field(default=0, ge=0, le=30)
+    """How long an inbound SIP call rings (180) before the agent answers."""
 
 
 class CallSettings(Section):

@@ -122,6 +122,11 @@ class SipCalls:
                 self.endpoint.respond(tx, response_to(request, self._refusal(admitted)))
             return
         record = admitted.record
+        tag = new_tag()
+        source = tx.source
+        if tx.state == "proceeding":
+            self._ring(request, tx, tag)
+            await asyncio.sleep(self.settings.answer_delay_secs)
         try:
             rtp = await RtpSession.open(self.rtp_host, self.ports)
         except OSError as exc:
@@ -134,9 +139,8 @@ class SipCalls:
             await rtp.close()
             await self.fail(record, "caller_cancelled")
             return
-        source = tx.source
         dialog = Dialog.as_uas(
-            request, new_tag(), self.endpoint.contact(source[0]), self.endpoint.sent_by(source[0])
+            request, tag, self.endpoint.contact(source[0]), self.endpoint.sent_by(source[0])
         )
         call = SipCall(self, dialog, source, rtp, record, offer)
         if offer is not None:
@@ -150,6 +154,13 @@ class SipCalls:
         self.endpoint.dialogs[dialog.key] = call
         self.endpoint.respond(tx, call.ok_with_sdp(request))
         await self.serve(call)
+
+    def _ring(self, request: Request, tx: ServerTransaction, tag: str) -> None:
+        """180 Ringing with the dialog's tag and our Contact: an early dialog the caller can
+        CANCEL while `sip.answer_delay_secs` runs."""
+        ringing = response_to(request, 180, to_tag=tag)
+        ringing.headers.add("Contact", f"<{self.endpoint.contact(tx.source[0])}>")
+        self.endpoint.respond(tx, ringing)
 
     def _refusal(self, message: str) -> int:
         if message == UNKNOWN_AGENT_APOLOGY:

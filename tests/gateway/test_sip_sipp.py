@@ -31,6 +31,8 @@ TALKER_NUMBER = "+15550100"
 """Routed to an agent whose greeting lasts about 15 s: something to put on hold."""
 TRUNK_USER, TRUNK_PASSWORD = "callgate", "trunk-secret"  # what uas_digest.xml accepts
 GAP_P99_MS = 60.0
+RING_SECS = 0.5
+"""Inbound calls ring this long before the answer: the window uac_cancel.xml CANCELs in."""
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,7 @@ def sip_gateway(tmp_path_factory, trunk_port: int) -> Iterator[SipGateway]:
     gateway = start_sip_gateway(
         tmp_path_factory.mktemp("sip-gateway"), agents, "terse", {TALKER_NUMBER: "talker"},
         trunk_uri=f"sip:127.0.0.1:{trunk_port}", username=TRUNK_USER, password=TRUNK_PASSWORD,
+        answer_delay_secs=RING_SECS,
     )
     yield gateway
     assert gateway.stop() == 0
