@@ -24,7 +24,6 @@ import structlog
 from pipeline.inference import turn_executor
 from pipeline.mel import N_MELS, SAMPLE_RATE, log_mel
 from pipeline.models import model_path
-from pipeline.smart_turn_graph import exact_softmax as unfused_softmax
 
 log = structlog.get_logger()
 
@@ -60,22 +59,15 @@ def features(pcm16k: bytes | np.ndarray) -> np.ndarray:
 class SmartTurnModel:
     """The Smart Turn session; thread-safe, so one instance serves every call."""
 
-    def __init__(
-        self, path: Path | None = None, threads: int = 1, exact_softmax: bool = True
-    ) -> None:
-        """`exact_softmax=False` keeps ONNX Runtime's fused lookup-table softmax (the
-        reference implementation's path; see `pipeline.smart_turn_graph`)."""
+    def __init__(self, path: Path | None = None, threads: int = 1) -> None:
         path = path or model_path("smart-turn")
-        model = path.read_bytes()
-        if exact_softmax:
-            model = unfused_softmax(model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(
-            model, sess_options=opts, providers=["CPUExecutionProvider"]
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
         )
         log.info("smart_turn_model_loaded", path=str(path), threads=threads)
 
