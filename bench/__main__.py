@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from bench import denoise_eval
-from bench.loadgen import LoadOptions, LoadResult, load_turns, run_load
+from bench.loadgen import TICK, LoadOptions, LoadResult, load_turns, run_load
 from bench.procstat import Sampler, cpu_percent, host_busy_secs, own_cpu_secs, sample
 from bench.report import markdown, plots, rss_slope_mb, server_turns, step_figures
 from bench.server import BenchServer, start_server
@@ -75,17 +75,21 @@ def _step(
     return figures
 
 
-def ramp(turns: list[EncodedTurn], steps: tuple[int, ...], call_secs: float) -> list[dict]:
+def ramp(
+    turns: list[EncodedTurn], steps: tuple[int, ...], call_secs: float, answer_secs: float
+) -> list[dict]:
     figures = []
     with tempfile.TemporaryDirectory() as workdir:
-        server = start_server(Path(workdir), "bench")
+        server = start_server(Path(workdir), "bench", answer_secs=answer_secs)
         try:
             for n in steps:
                 spread = min(5.0, n / 10)
-                options = LoadOptions(server.url, n, call_secs=call_secs, ramp_secs=spread)
+                options = LoadOptions(server.url, n, call_secs=call_secs, ramp_secs=spread,
+                                      answer_frames=round(answer_secs / TICK))
                 step = _step(server, options, turns)
                 if not step["holds_load"] and step["host_contended"]:
                     step = _step(server, options, turns)  # once more, hoping for a quiet host
+                step["answer_secs"] = answer_secs
                 figures.append(step)
                 print(json.dumps({k: v for k, v in step.items() if k != "_gaps"}), flush=True)
                 if not step["holds_load"]:  # CPU and Smart Turn misses are reported, not fatal
@@ -172,6 +176,8 @@ def main() -> int:
     parser.add_argument("--steps", type=lambda s: tuple(int(n) for n in s.split(",")),
                         default=RAMP)
     parser.add_argument("--call-secs", type=float, default=40.0)
+    parser.add_argument("--answer-secs", type=float, default=3.0,
+                        help="stand-in agent audio per answer (a one-sentence reply)")
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--no-denoise", action="store_true", help="skip the noise evaluation")
     args = parser.parse_args()
@@ -180,14 +186,14 @@ def main() -> int:
     report: dict[str, Any] = {"machine": f"{platform.node()} {os.cpu_count()} cores"}
     gaps: dict[int, list[float]] = {}
     if args.smoke:
-        [step] = ramp(turns, (3,), call_secs=15.0)
+        [step] = ramp(turns, (3,), call_secs=15.0, answer_secs=args.answer_secs)
         report["smoke"] = {k: v for k, v in step.items() if k != "_gaps"}
         _write("smoke.json", report["smoke"])
     elif args.soak:
         report["soak"] = soak(turns, args.soak)
         _write("soak.json", report["soak"])
     else:
-        steps = ramp(turns, args.steps, args.call_secs)
+        steps = ramp(turns, args.steps, args.call_secs, args.answer_secs)
         gaps = {s["calls"]: s.pop("_gaps") for s in steps}
         report["ramp"] = steps
         report["rss_mb_per_call"] = rss_slope_mb(steps)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -50,12 +49,18 @@ class BenchServer:
         return self.process.wait()
 
 
-def start_server(workdir: Path, agent: str, max_concurrent: int = 1000) -> BenchServer:
-    """Serve `config/agents/<agent>.yaml` as both `default` and `<agent>` on a free port."""
+def start_server(
+    workdir: Path, agent: str, max_concurrent: int = 1000, answer_secs: float | None = None
+) -> BenchServer:
+    """Serve `config/agents/<agent>.yaml` as both `default` and `<agent>` on a free port;
+    `answer_secs` sets how long the stand-in TTS speaks each sentence."""
     agents = workdir / "agents"
     agents.mkdir(parents=True, exist_ok=True)
+    spec = yaml.safe_load((AGENTS / f"{agent}.yaml").read_text())
+    if answer_secs is not None:
+        spec["tts"]["secs"] = answer_secs
     for name in {"default", agent}:
-        shutil.copy(AGENTS / f"{agent}.yaml", agents / f"{name}.yaml")
+        (agents / f"{name}.yaml").write_text(yaml.safe_dump(spec))
     config = workdir / "callgate.yaml"
     settings = {"log_format": "json", "calls": {"max_concurrent": max_concurrent}}
     config.write_text(yaml.safe_dump(settings))

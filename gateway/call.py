@@ -201,6 +201,7 @@ class Call:
             "turn_answered",
             decided_by=timings.decided_by,
             **stages,
+            smart_turn_ms=timings.smart_turn_secs and round(timings.smart_turn_secs * 1000, 1),
             stt_done_at=timings.stt_done,  # monotonic clock: comparable with vendor timestamps
             first_frame_at=timings.first_frame_sent,
         )

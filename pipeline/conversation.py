@@ -25,6 +25,7 @@ from pipeline.denoise import Denoiser
 from pipeline.dtmf import DtmfCollector
 from pipeline.frames import BYTES_PER_SEC, AudioEncoding, AudioFrame
 from pipeline.interruption import BargeIn, meaningful_words
+from pipeline.listener import Listener
 from pipeline.llm.base import LanguageModel, LLMEvent, Message, TextDelta, ToolCall
 from pipeline.response import Response, SpokenSentence
 from pipeline.sentences import SentenceChunker
@@ -34,7 +35,6 @@ from pipeline.tts.base import AnswerStream, StreamingTextToSpeech, TextToSpeech
 from pipeline.turn_detector import TurnDetector, sounds_unfinished
 from pipeline.turn_timing import TurnTimings
 from pipeline.vad import SpeechPaused, SpeechStarted, VadSegmenter, VadStream
-from pipeline.vad_batch import listen
 
 log = structlog.get_logger()
 
@@ -89,6 +89,8 @@ class _Pause:
     """Monotonic time of the pause."""
     unsure: bool = False
     """Smart Turn held the turn, but not by much: the STT's own endpoint may end it."""
+    verdict_secs: float | None = None
+    """How long Smart Turn took to answer (from the pause, its queue included)."""
 
 
 class Conversation:
@@ -139,6 +141,7 @@ class Conversation:
         """What an interrupted answer had left to say, until the interruption proves real."""
         self._recovery: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
+        self._listener = Listener(services.vad, services.denoiser, self._heard)
 
     @property
     def transcript(self) -> list[dict[str, str]]:
@@ -155,6 +158,7 @@ class Conversation:
                 self._start_response(self._say_text(self.agent.greeting))
             await self._ended.wait()
         finally:
+            self._listener.close()
             self._discard_pause()
             self._barge_in.reset()
             if self._recovery is not None:
@@ -164,11 +168,15 @@ class Conversation:
                 self._record_assistant(self._response.heard_text())
 
     async def hear(self, frame: AudioFrame) -> None:
-        """One caller frame (16 kHz PCM): denoise and VAD run off the event loop."""
+        """One caller frame (16 kHz PCM): denoise and VAD run off the event loop, and
+        `_heard` takes their results in order (see `pipeline.listener`)."""
+        if self.state is not State.ENDED:
+            await self._listener.hear(frame)
+
+    def _heard(self, secs: float, pcm: bytes, probabilities: list[float]) -> None:
         if self.state is State.ENDED:
             return
-        pcm, probabilities = await listen(self._services.vad, self._services.denoiser, frame.pcm)
-        self._media_secs += frame.duration
+        self._media_secs += secs
         self._audio += pcm
         if not self._in_turn and len(self._audio) > self._preroll_bytes:
             del self._audio[: len(self._audio) - self._preroll_bytes]
@@ -272,12 +280,17 @@ class Conversation:
         detector = self._services.turn_detector
         draft = asyncio.create_task(self._services.stt.transcribe(audio))
         draft.add_done_callback(_quiet)  # a failed draft matters only if its turn ends
-        self._pause = _Pause(
-            at_seconds,
-            draft,
-            asyncio.create_task(detector.audio_says_complete(audio)) if detector else None,
-            time.monotonic(),
-        )
+        verdict = asyncio.create_task(detector.audio_says_complete(audio)) if detector else None
+        self._pause = _Pause(at_seconds, draft, verdict, time.monotonic())
+        if verdict is not None:
+            verdict.add_done_callback(self._on_verdict)
+
+    def _on_verdict(self, verdict: asyncio.Task[tuple[bool, float]]) -> None:
+        """Acts on Smart Turn's answer at once, not at the next caller frame."""
+        pause = self._pause
+        if pause is not None and pause.verdict is verdict:
+            pause.verdict_secs = time.monotonic() - pause.started
+            self._check_end_of_turn()
 
     def _check_end_of_turn(self) -> None:
         pause = self._pause
@@ -307,6 +320,7 @@ class Conversation:
     def _end_of_turn(self, pause: _Pause, silence_secs: float, decided_by: str) -> None:
         now = time.monotonic()
         timings = TurnTimings(now - silence_secs, turn_decided=now, decided_by=decided_by)
+        timings.smart_turn_secs = pause.verdict_secs
         self._pause = None
         self.state = State.THINKING
         self._start_response(self._answer(pause, timings))

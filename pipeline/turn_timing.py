@@ -20,6 +20,8 @@ class TurnTimings:
     first_frame_sent: float | None = None
     decided_by: str | None = None
     """What ended the turn: "smart_turn", "silence" or "keypad"."""
+    smart_turn_secs: float | None = None
+    """From the pause to Smart Turn's answer (its queue on the turn pool included)."""
 
     def set_first_frame(self, sent: asyncio.Future[float]) -> None:
         if not sent.cancelled() and sent.exception() is None:

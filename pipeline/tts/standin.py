@@ -14,7 +14,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.frames import CANONICAL_FRAME_BYTES, CANONICAL_RATE, AudioEncoding
+from pipeline.codecs import pcm_to_ulaw
+from pipeline.frames import BYTES_PER_SEC, FRAME_BYTES, AudioEncoding
 
 
 class StandinTTSConfig(BaseModel):
@@ -23,29 +24,32 @@ class StandinTTSConfig(BaseModel):
     provider: Literal["standin"] = "standin"
     secs: float = Field(default=1.0, gt=0, le=10)
     """How long each sentence sounds, rounded to whole 20 ms frames."""
+    encoding: AudioEncoding = "pcm16k"
+    """"ulaw8k" stands in for a cloud voice that speaks the phone's own codec (ElevenLabs,
+    Cartesia), which the gateway passes through untouched."""
 
 
 @cache
-def speech_like_chunks(secs: float) -> tuple[bytes, ...]:
-    """`secs` of the stand-in signal as 16 kHz PCM16 chunks of 20 ms (shared, immutable)."""
+def speech_like_chunks(secs: float, encoding: AudioEncoding = "pcm16k") -> tuple[bytes, ...]:
+    """`secs` of the stand-in signal as 20 ms chunks in `encoding` (shared, immutable)."""
+    rate = BYTES_PER_SEC[encoding] // (2 if encoding == "pcm16k" else 1)
     frames = max(1, round(secs * 50))
-    t = np.arange(frames * CANONICAL_FRAME_BYTES // 2) / CANONICAL_RATE
+    t = np.arange(frames * rate // 50) / rate
     voice = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6))
     syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t - np.pi / 2)
     noise = np.random.default_rng(0).standard_normal(len(t)) * 0.05
     signal = (voice * syllables + noise) * 6000
     pcm = np.clip(np.rint(signal), -32768, 32767).astype("<i2").tobytes()
-    return tuple(
-        pcm[start : start + CANONICAL_FRAME_BYTES]
-        for start in range(0, len(pcm), CANONICAL_FRAME_BYTES)
-    )
+    audio = pcm if encoding == "pcm16k" else pcm_to_ulaw(pcm)
+    size = FRAME_BYTES[encoding]
+    return tuple(audio[start : start + size] for start in range(0, len(audio), size))
 
 
 class StandinTTS:
-    encoding: AudioEncoding = "pcm16k"
-
     def __init__(self, config: StandinTTSConfig | None = None):
-        self._chunks = speech_like_chunks((config or StandinTTSConfig()).secs)
+        config = config or StandinTTSConfig()
+        self.encoding: AudioEncoding = config.encoding
+        self._chunks = speech_like_chunks(config.secs, config.encoding)
 
     async def warm_up(self) -> None:
         """Nothing to load (the signal is computed on first use and cached)."""
