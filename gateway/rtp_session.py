@@ -31,6 +31,7 @@ from providers.sip.rfc4733 import DtmfReceiver, Rfc4733Error
 from providers.sip.rtcp import RtcpError, build_sender_report, parse_rtcp
 from providers.sip.rtp import ALAW_TO_ULAW, COMFORT_NOISE, RtpError, RtpPacket
 from providers.sip.rtp_output import LAWS, RtpOutput
+from providers.sip.sdp import Negotiated
 
 log = structlog.get_logger()
 
@@ -146,6 +147,16 @@ class RtpSession:
                 continue
             return session
         raise OSError("no bindable RTP port pair in the configured range")
+
+    def start_negotiated(self, media: Negotiated) -> None:
+        """`start` with what SDP offer/answer settled."""
+        self.start(
+            remote=(media.remote_host, media.remote_port),
+            codec=media.codec,
+            payload_type=media.payload_type,
+            dtmf_payload_type=media.dtmf_payload_type,
+            direction=media.direction,
+        )
 
     def start(
         self,

@@ -156,16 +156,10 @@ class SipCall:
                 self.stop("bad_sdp")
                 return False
             return True
-        remote = (media.remote_host, media.remote_port)
         if self.media is None:
-            self.rtp.start(
-                remote=remote,
-                codec=media.codec,
-                payload_type=media.payload_type,
-                dtmf_payload_type=media.dtmf_payload_type,
-                direction=media.direction,
-            )
+            self.rtp.start_negotiated(media)
         else:
+            remote = (media.remote_host, media.remote_port)
             self.rtp.update(remote=remote, direction=media.direction)
         self.media = media
         return True

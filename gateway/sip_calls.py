@@ -144,13 +144,7 @@ class SipCalls:
         )
         call = SipCall(self, dialog, source, rtp, record, offer)
         if offer is not None:
-            rtp.start(
-                remote=(offer.remote_host, offer.remote_port),
-                codec=offer.codec,
-                payload_type=offer.payload_type,
-                dtmf_payload_type=offer.dtmf_payload_type,
-                direction=offer.direction,
-            )
+            rtp.start_negotiated(offer)
         self.endpoint.dialogs[dialog.key] = call
         self.endpoint.respond(tx, call.ok_with_sdp(request))
         await self.serve(call)

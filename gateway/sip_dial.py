@@ -105,13 +105,7 @@ class SipDialer:
             await rtp.close()
             await calls.fail(record, "bad_sdp")
             return
-        rtp.start(
-            remote=(media.remote_host, media.remote_port),
-            codec=media.codec,
-            payload_type=media.payload_type,
-            dtmf_payload_type=media.dtmf_payload_type,
-            direction=media.direction,
-        )
+        rtp.start_negotiated(media)
         call = SipCall(calls, dialog, peer, rtp, record, media)
         call.confirmed.set()
         endpoint.dialogs[dialog.key] = call

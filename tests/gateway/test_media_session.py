@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import time
-from contextlib import suppress
 
 import numpy as np
 import pytest
@@ -83,11 +82,14 @@ async def _greet(tts: ElevenLabsTTS | CartesiaTTS) -> Wire:
             while conversation.state is not State.LISTENING:
                 await asyncio.sleep(0.005)
     finally:
-        for task in tasks:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        await _cancel(tasks)
     return wire
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _padded(audio: bytes) -> bytes:
@@ -174,10 +176,7 @@ async def test_barge_in_closes_the_answer_socket_and_no_late_audio_follows_the_c
             cleared_at = len(wire.sent)
             await asyncio.sleep(0.3)
         finally:
-            for task in tasks:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+            await _cancel(tasks)
         session_seen = fake.sessions[0]
         assert session_seen.client_closed_early and not session_seen.final_sent
         assert session_seen.chunks_sent < 12  # the vendor stopped soon after
