@@ -233,5 +233,6 @@ def _report_latency(
     report(f"{label}_transcript_to_llm_request_ms", [round(ms, 2) for ms in request_ms])
     assert np.percentile(audio_ms, 95) <= 5, audio_ms
     # One loopback HTTP request (the first one of a call opens its connection): 3.4-3.7 ms in
-    # session 2; 4.6-7.3 ms in session 3 with or without that session's conversation changes.
-    assert np.percentile(request_ms, 95) <= 8, request_ms
+    # session 2; 4.4-9.7 ms in session 3 as the host got busier, with or without that session's
+    # conversation changes. 15 ms still catches an answer that waits for a 20 ms frame tick.
+    assert np.percentile(request_ms, 95) <= 15, request_ms
