@@ -26,7 +26,14 @@ import httpx
 
 from bench import denoise_eval
 from bench.loadgen import TICK, LoadOptions, LoadResult, load_turns, run_load
-from bench.procstat import Sampler, cpu_percent, host_busy_secs, own_cpu_secs, sample
+from bench.procstat import (
+    Sampler,
+    cpu_percent,
+    host_busy_secs,
+    own_cpu_secs,
+    sample,
+    thread_cpu_secs,
+)
 from bench.report import markdown, plots, rss_slope_mb, server_turns, step_figures
 from bench.server import BenchServer, start_server
 from bench.twilio_wire import EncodedTurn
@@ -40,14 +47,22 @@ OTHERS_BUSY_PCT = 20.0
 
 async def _measured(
     server: BenchServer, options: LoadOptions, turns: list[EncodedTurn], baseline_secs: float
-) -> tuple[LoadResult, Sampler, dict[str, float]]:
+) -> tuple[LoadResult, Sampler, dict[str, Any]]:
     sampler = Sampler(server.pid, interval=min(0.5, baseline_secs / 2))
     task = asyncio.create_task(sampler.run())
     await asyncio.sleep(baseline_secs)  # the idle baseline
-    idle = {"cpu_pct": cpu_percent(sampler.samples) or 0.0, "rss_mb": sampler.samples[-1].rss_mb}
+    idle: dict[str, Any] = {
+        "cpu_pct": cpu_percent(sampler.samples) or 0.0,
+        "rss_mb": sampler.samples[-1].rss_mb,
+    }
     loadgen_cpu, host_cpu, server_cpu = own_cpu_secs(), host_busy_secs(), sample(server.pid)
+    threads_before = thread_cpu_secs(server.pid)
     result = await run_load(options, turns)
     secs = result.ended_at - result.started_at
+    threads = thread_cpu_secs(server.pid)
+    idle["threads_cpu_secs"] = {
+        role: busy - threads_before.get(role, 0.0) for role, busy in threads.items()
+    }
     loadgen_cpu = own_cpu_secs() - loadgen_cpu
     server_cpu = sample(server.pid).cpu_secs - server_cpu.cpu_secs
     idle["loadgen_cpu_pct"] = 100 * loadgen_cpu / secs
@@ -70,9 +85,22 @@ def _step(
     figures["idle_rss_mb"] = round(idle["rss_mb"], 1)
     figures["loadgen_cpu_pct"] = round(idle["loadgen_cpu_pct"], 1)
     figures["others_cpu_pct"] = round(idle["others_cpu_pct"], 1)
+    figures["cpu_pct_per_call_by_thread"] = _by_thread(
+        idle["threads_cpu_secs"], figures["server_cpu_pct_per_call"]
+    )
     figures["host_contended"] |= figures["others_cpu_pct"] > OTHERS_BUSY_PCT
     figures["_gaps"] = [g for c in result.calls for g in c.gaps_ms]
     return figures
+
+
+def _by_thread(busy_secs: dict[str, float], per_call_pct: float | None) -> dict[str, float]:
+    """The steady per-call CPU split in the proportions the server's threads used over the
+    step: where a call's cost goes (main = the event loop: protocol, codecs, pacing)."""
+    total = sum(busy_secs.values())
+    if not total or per_call_pct is None:
+        return {}
+    shares = sorted(busy_secs.items(), key=lambda item: -item[1])
+    return {role: round(per_call_pct * secs / total, 2) for role, secs in shares if secs > 0}
 
 
 def ramp(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -19,11 +20,15 @@ class Sample:
     fds: int
 
 
-def sample(pid: int) -> Sample:
-    with open(f"/proc/{pid}/stat") as f:
+def _cpu_secs(stat_path: str) -> float:
+    with open(stat_path) as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
-    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def sample(pid: int) -> Sample:
+    cpu = _cpu_secs(f"/proc/{pid}/stat")
     rss_kb = threads = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -60,6 +65,26 @@ def cpu_percent(samples: list[Sample]) -> float | None:
         return None
     busy = samples[-1].cpu_secs - samples[0].cpu_secs
     return 100 * busy / (samples[-1].at - samples[0].at)
+
+
+_POOL_INDEX = re.compile(r"_\d+$")
+
+
+def thread_cpu_secs(pid: int) -> dict[str, float]:
+    """CPU seconds by thread role: the kernel name of each thread (the server names its
+    worker threads, see `pipeline.inference.name_native_thread`), pool numbers dropped, and
+    "main" for the event loop's thread. A thread that ended is no longer counted."""
+    roles: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            secs = _cpu_secs(f"/proc/{pid}/task/{tid}/stat")
+        except (FileNotFoundError, ProcessLookupError):  # the thread just ended
+            continue
+        role = "main" if int(tid) == pid else _POOL_INDEX.sub("", name)
+        roles[role] = roles.get(role, 0.0) + secs
+    return roles
 
 
 def own_cpu_secs() -> float:

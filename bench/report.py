@@ -193,11 +193,30 @@ def markdown(report: dict[str, Any]) -> str:
                 f" | {'yes' if s['passed'] else 'no: ' + '; '.join(s['misses'])} |"
             )
         lines += ["", f"RSS growth per extra call (slope): {report.get('rss_mb_per_call')} MB", ""]
+        lines += _cpu_by_thread(steps)
     for key, title in (("latency", "One call, full offline agent"), ("soak", "Soak"),
                        ("smoke", "Smoke")):
         if key in report:
             lines += [f"## {title}", "", "```", _pretty(report[key]), "```", ""]
     return "\n".join(lines)
+
+
+def _cpu_by_thread(steps: list[dict[str, Any]]) -> list[str]:
+    """Where a call's CPU goes, by server thread (main: the event loop; turn: Smart Turn;
+    vad-*: denoise and VAD for every call)."""
+    splits = [(s["calls"], s.get("cpu_pct_per_call_by_thread") or {}) for s in steps]
+    roles = sorted({role for _, split in splits for role in split})
+    if not roles:
+        return []
+    lines = [
+        "CPU % of one core per call, by server thread:",
+        "",
+        "| calls | " + " | ".join(roles) + " |",
+        "|---|" + "---|" * len(roles),
+    ]
+    for calls, split in splits:
+        lines.append(f"| {calls} | " + " | ".join(str(split.get(r, "")) for r in roles) + " |")
+    return [*lines, ""]
 
 
 def _pretty(value: Any) -> str:

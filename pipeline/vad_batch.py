@@ -24,6 +24,7 @@ from queue import SimpleQueue
 import numpy as np
 
 from pipeline.denoise import Denoiser
+from pipeline.inference import name_native_thread
 from pipeline.vad import VadModel, VadStream
 
 GATHER_SECS = 0.008
@@ -70,6 +71,7 @@ class VadBatcher:
         return future
 
     def _run(self) -> None:
+        name_native_thread()
         queue = self._queue
         live_streams, seen, counted_at = 0, set[int](), time.monotonic()
         while True:

@@ -19,6 +19,7 @@ import espeakng_loader
 import structlog
 
 from pipeline.frames import CANONICAL_RATE, AudioEncoding
+from pipeline.inference import name_native_thread
 from pipeline.resample import StreamResampler
 
 __all__ = ["EspeakError", "EspeakTTS"]
@@ -41,7 +42,9 @@ _SynthCallback = ctypes.CFUNCTYPE(
 )
 
 # All synthesis runs here; one thread, since the engine does one text at a time anyway.
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
+_EXECUTOR = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="espeak", initializer=name_native_thread
+)
 
 
 class EspeakError(RuntimeError):

@@ -31,3 +31,17 @@ def test_pool_threads_run_below_the_event_loop(pool):
     assert nice == min(19, loop_nice + BACKGROUND_NICE)
     assert name.startswith(("turn", "inference"))
     assert pool()._max_workers == CORES
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="kernel thread names are read from /proc")
+@pytest.mark.parametrize("pool", [turn_executor, inference_executor])
+def test_pool_threads_carry_their_name_in_the_kernel(pool):
+    """`top -H` and the benchmarks tell Smart Turn from Whisper from the event loop."""
+
+    def names() -> tuple[str, str]:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+            return f.read().strip(), threading.current_thread().name
+
+    kernel_name, python_name = pool().submit(names).result(timeout=10)
+    assert kernel_name == python_name[:15]
+    assert kernel_name.startswith(("turn_", "inference_"))
