@@ -2,8 +2,8 @@
 
 The conversation hears 20 ms caller frames (denoised, then the VAD), ends turns (Smart Turn at
 a pause, weighed with the speculative transcript; a silence timeout regardless), answers with
-STT -> LLM -> TTS, runs the LLM's tools, and speaks through an `AgentOutput` that the call
-provides. It knows nothing of providers or HTTP.
+STT -> LLM -> TTS, runs the LLM's tools, and speaks (`pipeline.speaker`) through an
+`AgentOutput` that the call provides. It knows nothing of providers or HTTP.
 """
 
 from __future__ import annotations
@@ -12,26 +12,25 @@ import asyncio
 import enum
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import aclosing, suppress
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from pipeline.agent import AgentConfig
-from pipeline.answer_feed import AnswerFeed
 from pipeline.cloud_errors import ServiceError
 from pipeline.denoise import Denoiser
 from pipeline.dtmf import DtmfCollector
-from pipeline.frames import BYTES_PER_SEC, AudioEncoding, AudioFrame
+from pipeline.frames import BYTES_PER_SEC, AudioFrame
 from pipeline.interruption import BargeIn, meaningful_words
 from pipeline.listener import Listener
 from pipeline.llm.base import LanguageModel, LLMEvent, Message, TextDelta, ToolCall
-from pipeline.response import Response, SpokenSentence
-from pipeline.sentences import SentenceChunker
+from pipeline.response import Response
+from pipeline.speaker import AgentOutput, Speaker
 from pipeline.stt.base import SpeechToText
 from pipeline.tools import ToolRunner
-from pipeline.tts.base import AnswerStream, StreamingTextToSpeech, TextToSpeech
+from pipeline.tts.base import TextToSpeech
 from pipeline.turn_detector import TurnDetector, sounds_unfinished
 from pipeline.turn_timing import TurnTimings
 from pipeline.vad import SpeechPaused, SpeechStarted, VadSegmenter, VadStream
@@ -47,21 +46,6 @@ class State(enum.Enum):
     THINKING = "thinking"
     SPEAKING = "speaking"
     ENDED = "ended"
-
-
-class AgentOutput(Protocol):
-    """What the call offers the conversation: a paced playout queue and call control."""
-
-    def play(self, audio: bytes, encoding: AudioEncoding = "pcm16k") -> asyncio.Future[float]:
-        """Queue audio; the future gets the monotonic time its first frame went out."""
-
-    def mark(self) -> asyncio.Future[bool]:
-        """Queue a mark; True once all before it was heard, False if cleared first."""
-
-    def clear(self) -> float:
-        """Drop all queued audio at once (barge-in); returns the seconds never heard."""
-
-    async def hang_up(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -114,7 +98,6 @@ class Conversation:
         self._tools = tools
         self._on_turn = on_turn
         self._on_error = on_error
-        self._stage = "llm"  # the service the current answer waits on
         self._watchdog: asyncio.TimerHandle | None = None
         turn = agent.turn
         self._segmenter = VadSegmenter(
@@ -136,7 +119,7 @@ class Conversation:
             agent.dtmf.inter_digit_timeout_secs, agent.dtmf.terminator, agent.dtmf.max_digits
         )
         self._response_task: asyncio.Task[None] | None = None
-        self._response: Response | None = None
+        self._speaker = Speaker(output, self._on_first_audio)
         self._resumable: str | None = None
         """What an interrupted answer had left to say, until the interruption proves real."""
         self._recovery: asyncio.Task[None] | None = None
@@ -164,8 +147,8 @@ class Conversation:
             if self._recovery is not None:
                 self._recovery.cancel()
             await self._cancel_response()
-            if self._response is not None:  # hung up mid-answer: keep what was heard
-                self._record_assistant(self._response.heard_text())
+            if self._speaker.response is not None:  # hung up mid-answer: keep what was heard
+                self._record_assistant(self._speaker.response.heard_text())
 
     async def hear(self, frame: AudioFrame) -> None:
         """One caller frame (16 kHz PCM): denoise and VAD run off the event loop, and
@@ -225,12 +208,12 @@ class Conversation:
         """Barge-in: silence the agent at once and keep only what the caller heard."""
         self.interruptions += 1
         dropped = self._output.clear()
-        response = self._response
+        response = self._speaker.response
         if response is not None:
             heard = response.heard_text(dropped)
             self._resumable = response.unheard_text(heard) or None
             self._record_assistant(heard)
-            self._response = None
+            self._speaker.response = None
         log.info("barge_in", speech_secs=round(speech_secs, 3), dropped_secs=round(dropped, 2))
         self._response_task_cancel()
         self._barge_in.reset()
@@ -346,7 +329,7 @@ class Conversation:
         self._watchdog = None
         if self.state is State.THINKING and task is self._response_task and task is not None:
             task.cancel()
-            self._failed(ServiceError(self._stage, "timeout", "no answer in time"))
+            self._failed(ServiceError(self._speaker.stage, "timeout", "no answer in time"))
 
     def _discard_pause(self) -> None:
         pause, self._pause = self._pause, None
@@ -367,7 +350,7 @@ class Conversation:
     def _failed(self, exc: Exception) -> None:
         """A service failed mid-answer: log and count it, apologise, go on or hang up."""
         self._disarm_watchdog()
-        service = self._stage
+        service = self._speaker.stage
         kind = exc.kind if isinstance(exc, ServiceError) else "error"
         log.warning(
             "service_failed",
@@ -378,7 +361,7 @@ class Conversation:
             error=str(exc)[:300],
         )
         self._on_error(service, kind)
-        response, self._response = self._response, None
+        response, self._speaker.response = self._speaker.response, None
         if response is not None:
             self._record_assistant(response.heard_text())
         if response is None or not response.committed:
@@ -412,7 +395,7 @@ class Conversation:
                 await task
 
     async def _answer(self, pause: _Pause, timings: TurnTimings) -> None:
-        self._stage = "stt"
+        self._speaker.stage = "stt"
         text = (await pause.draft).strip()
         timings.stt_done = time.monotonic()
         if timings.decided_by == "smart_turn" and sounds_unfinished(text):
@@ -451,119 +434,18 @@ class Conversation:
         tts: TextToSpeech | None = None,
     ) -> None:
         response = Response()
-        self._response = response
         tts = tts or self._services.tts
-        self._stage = "llm"
-        async with aclosing(events):
-            if isinstance(tts, StreamingTextToSpeech):
-                tool_calls = await self._speak_streamed(tts, events, response, timings, user_text)
-            else:
-                tool_calls = await self._speak_sentences(tts, events, response, timings, user_text)
+        tool_calls = await self._speaker.speak(events, response, timings, user_text, tts)
         if user_text is not None and not response.committed:
             self.context.append(Message("user", user_text))  # answered with tools, no words
             self._end_turn()
         await asyncio.gather(*(s.heard for s in response.sentences if s.heard))
-        self._response = None
+        self._speaker.response = None
         self._record_assistant(response.heard_text(), tool_calls)
         self._on_turn(timings)
         self.state = State.LISTENING
         if tool_calls:
             await self._run_tools(tool_calls, tool_round)
-
-    async def _speak_sentences(
-        self,
-        tts: TextToSpeech,
-        events: AsyncIterator[LLMEvent],
-        response: Response,
-        timings: TurnTimings,
-        user_text: str | None,
-    ) -> list[ToolCall]:
-        """Each sentence spoken on its own as soon as the LLM completes it."""
-        chunker = SentenceChunker()
-        tool_calls: list[ToolCall] = []
-        async for event in events:
-            if isinstance(event, ToolCall):
-                tool_calls.append(event)
-                continue
-            timings.llm_first_token = timings.llm_first_token or time.monotonic()
-            for sentence in chunker.push(event.text):
-                await self._say(sentence, response, timings, user_text, tts)
-        rest = chunker.flush()
-        if rest:
-            await self._say(rest, response, timings, user_text, tts)
-        return tool_calls
-
-    async def _speak_streamed(
-        self,
-        tts: StreamingTextToSpeech,
-        events: AsyncIterator[LLMEvent],
-        response: Response,
-        timings: TurnTimings,
-        user_text: str | None,
-    ) -> list[ToolCall]:
-        """The whole answer on one vendor stream: text in as the LLM writes it, audio out as
-        it comes, from a reader task that ends with this one."""
-        self._stage = "tts"
-        answer = await tts.open_answer()
-        feed = AnswerFeed(answer, response)
-        reader = asyncio.create_task(
-            self._play_answer(answer, feed, tts.encoding, response, timings, user_text)
-        )
-        tool_calls: list[ToolCall] = []
-        try:
-            self._stage = "llm"
-            async for event in events:
-                if reader.done():
-                    reader.result()  # the vendor failed: stop reading the LLM
-                if isinstance(event, ToolCall):
-                    tool_calls.append(event)
-                    continue
-                timings.llm_first_token = timings.llm_first_token or time.monotonic()
-                await feed.push(event.text)
-            self._stage = "tts"
-            await feed.finish()
-            await reader
-        finally:
-            reader.cancel()
-            with suppress(asyncio.CancelledError):
-                await reader
-            await answer.cancel()
-        self._stage = "llm"
-        return tool_calls
-
-    async def _play_answer(
-        self,
-        answer: AnswerStream,
-        feed: AnswerFeed,
-        encoding: AudioEncoding,
-        response: Response,
-        timings: TurnTimings,
-        user_text: str | None,
-    ) -> None:
-        """Plays the answer's audio, each sentence closed by its mark. Audio that arrives
-        after the answer was interrupted is dropped."""
-        spoken_chars = 0
-        index = 0
-        async with aclosing(answer.audio()) as audio:
-            async for chunk, chars in audio:
-                if self._response is not response:
-                    return
-                at = max(index, feed.sentence_at(spoken_chars))
-                if at > index:
-                    self._mark(response.sentences[index:at])
-                    index = at
-                self._play(chunk, encoding, response, timings, user_text)
-                response.sentences[index].audio_secs += len(chunk) / BYTES_PER_SEC[encoding]
-                spoken_chars += chars or 0
-        if self._response is response:
-            self._mark(response.sentences[index:])
-
-    def _mark(self, sentences: list[SpokenSentence]) -> None:
-        """One mark closes `sentences` (those past whose text the vendor's audio went)."""
-        if sentences:
-            heard = self._output.mark()
-            for sentence in sentences:
-                sentence.heard = heard
 
     async def _run_tools(self, calls: list[ToolCall], tool_round: int) -> None:
         self._disarm_watchdog()  # a tool (an HTTP call, a transfer) may take its time
@@ -582,47 +464,15 @@ class Conversation:
             events = self._services.llm.respond(self.context)
             await self._speak(events, TurnTimings(), None, tool_round + 1)
 
-    async def _say(
-        self,
-        text: str,
-        response: Response,
-        timings: TurnTimings,
-        user_text: str | None,
-        tts: TextToSpeech,
+    def _on_first_audio(
+        self, response: Response, timings: TurnTimings, user_text: str | None
     ) -> None:
-        """Speak one sentence."""
-        sentence = None
-        self._stage = "tts"
-        async with aclosing(tts.synthesize(text)) as audio:
-            async for chunk in audio:
-                if sentence is None:
-                    sentence = response.start(text)
-                self._play(chunk, tts.encoding, response, timings, user_text)
-                sentence.audio_secs += len(chunk) / BYTES_PER_SEC[tts.encoding]
-        if sentence is not None:
-            sentence.heard = self._output.mark()
-        self._stage = "llm"
-
-    def _play(
-        self,
-        chunk: bytes,
-        encoding: AudioEncoding,
-        response: Response,
-        timings: TurnTimings,
-        user_text: str | None,
-    ) -> None:
-        """Queue a chunk of the answer; its first audio commits the caller's turn."""
-        if self.state is State.SPEAKING:
-            self._output.play(chunk, encoding)
-            return
+        """The answer is heard from now on: the caller's words join the context for good."""
         self._disarm_watchdog()
-        timings.tts_first_audio = time.monotonic()
-        if user_text is not None and not response.committed:
+        if user_text is not None:
             self.context.append(Message("user", user_text))
             self._end_turn()
-        response.committed = True
         self.state = State.SPEAKING
-        self._output.play(chunk, encoding).add_done_callback(timings.set_first_frame)
 
     def _record_assistant(self, heard: str, tool_calls: list[ToolCall] | None = None) -> None:
         if heard or tool_calls:
