@@ -6,9 +6,20 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.models import ModelMissing
+from pipeline.vad import SileroModel, shared_model
 from tests.corpus import asterisk_prompts, skip_or_fail
 
 NOISE_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "noise"
+
+
+@pytest.fixture(scope="session")
+def vad_model() -> SileroModel:
+    """The process's Silero VAD (fails under CI=true when the model was not fetched)."""
+    try:
+        return shared_model()
+    except ModelMissing as exc:
+        skip_or_fail(str(exc))
 
 
 @pytest.fixture(scope="session")

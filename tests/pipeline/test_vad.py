@@ -12,32 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.codecs import pcm_to_ulaw, ulaw_to_pcm
-from pipeline.models import ModelMissing
 from pipeline.resample import StreamResampler
 from pipeline.vad import (
     CHUNK,
     CONTEXT,
-    SileroModel,
     SpeechPaused,
     SpeechStarted,
     VadSegmenter,
     VadStream,
-    shared_model,
 )
-from tests.corpus import skip_or_fail
 
 FRAME = 320  # samples in a 20 ms frame at 16 kHz
 LEAD, TAIL = 0.5, 1.0  # seconds of digital silence around a prompt
 # Recordings with speech-like babble in them; only their own (quiet) level counts as noise.
 BABBLE = {"coffee_shop_44k.wav"}
-
-
-@pytest.fixture(scope="module")
-def model() -> SileroModel:
-    try:
-        return shared_model()
-    except ModelMissing as exc:
-        skip_or_fail(str(exc))
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -56,9 +44,9 @@ def phone_line(x: np.ndarray, rate: int) -> bytes:
     return up.process(ulaw_to_pcm(wire)) + up.flush()
 
 
-def run_vad(model, pcm16k: bytes, segmenter: VadSegmenter | None = None):
+def run_vad(vad_model, pcm16k: bytes, segmenter: VadSegmenter | None = None):
     """Pushes 20 ms frames; returns (probabilities, events)."""
-    stream, segmenter = VadStream(model), segmenter or VadSegmenter()
+    stream, segmenter = VadStream(vad_model), segmenter or VadSegmenter()
     probs, events = [], []
     for start in range(0, len(pcm16k), 2 * FRAME):
         p = stream.push(pcm16k[start : start + 2 * FRAME])
@@ -87,14 +75,14 @@ def prompts(speech_wav_paths) -> list[Path]:
     return [paths[i * len(paths) // 6] for i in range(6)]
 
 
-def test_speech_starts_at_the_onset_and_pauses_after_it(model, prompts):
+def test_speech_starts_at_the_onset_and_pauses_after_it(vad_model, prompts):
     for path in prompts:
         x, rate = read_wav(path)
         onset, offset = (LEAD + t for t in energy_span(x, rate))
         silence = np.zeros(int(LEAD * rate)), np.zeros(int(TAIL * rate))
         pcm = phone_line(np.concatenate([silence[0], x, silence[1]]), rate)
         for pause_secs in (0.2, 0.8):
-            _, events = run_vad(model, pcm, VadSegmenter(pause_secs=pause_secs))
+            _, events = run_vad(vad_model, pcm, VadSegmenter(pause_secs=pause_secs))
             assert events, path.name
             assert isinstance(events[0], SpeechStarted), (path.name, events)
             assert abs(events[0].at_seconds - onset) <= 0.150, (path.name, onset, events)
@@ -104,18 +92,18 @@ def test_speech_starts_at_the_onset_and_pauses_after_it(model, prompts):
             assert all(isinstance(e, SpeechStarted) == (i % 2 == 0) for i, e in enumerate(events))
 
 
-def test_speech_scores_high_and_silence_low(model, prompts):
+def test_speech_scores_high_and_silence_low(vad_model, prompts):
     x, rate = read_wav(prompts[0])
     onset, offset = energy_span(x, rate)
     pcm = phone_line(np.concatenate([np.zeros(rate), x]), rate)
-    probs, _ = run_vad(model, pcm)
+    probs, _ = run_vad(vad_model, pcm)
     chunk_secs = CHUNK / 16000
     assert probs[: int(0.9 / chunk_secs)].max() < 0.1
     speech = probs[int((1 + onset) / chunk_secs) + 2 : int((1 + offset) / chunk_secs) - 2]
     assert np.median(speech) > 0.8
 
 
-def test_model_needs_the_64_sample_context(model, prompts):
+def test_model_needs_the_64_sample_context(vad_model, prompts):
     """Scored without the previous 64 samples, the model hears no speech at all."""
     x, rate = read_wav(prompts[0])
     pcm = np.frombuffer(phone_line(x, rate), dtype=np.int16) / 32768.0
@@ -125,19 +113,19 @@ def test_model_needs_the_64_sample_context(model, prompts):
     for i in range(n):
         window = pcm[i * CHUNK : i * CHUNK + CONTEXT + CHUNK].astype(np.float32)[None]
         for key, chunk in (("with", window), ("without", window[:, CONTEXT:])):
-            p, states[key] = model.infer(chunk, states[key])
+            p, states[key] = vad_model.infer(chunk, states[key])
             best[key] = max(best[key], float(p[0]))
     assert best["with"] > 0.9
     assert best["without"] < 0.1
 
 
-def test_a_pure_tone_is_not_speech(model):
+def test_a_pure_tone_is_not_speech(vad_model):
     t = np.arange(3 * 8000) / 8000
-    _, events = run_vad(model, phone_line(12000 * np.sin(2 * np.pi * 1000 * t), 8000))
+    _, events = run_vad(vad_model, phone_line(12000 * np.sin(2 * np.pi * 1000 * t), 8000))
     assert events == []
 
 
-def test_noise_rarely_starts_speech(model, noise_wav_paths):
+def test_noise_rarely_starts_speech(vad_model, noise_wav_paths):
     """Measured: 0 false starts on every recording below, at its own level and at -26 dBFS.
 
     The coffee shop holds real background talk: scaled up to -26 dBFS it starts "speech"
@@ -149,14 +137,14 @@ def test_noise_rarely_starts_speech(model, noise_wav_paths):
         rms = np.sqrt(np.mean(x**2))
         gains = [1.0] if path.name in BABBLE else [1.0, 32768 * 10 ** (-26 / 20) / rms]
         for gain in gains:
-            _, events = run_vad(model, phone_line(x * gain, rate))
+            _, events = run_vad(vad_model, phone_line(x * gain, rate))
             starts += sum(isinstance(e, SpeechStarted) for e in events)
             minutes += len(x) / rate / 60
     assert minutes > 8
     assert starts / minutes < 0.5
 
 
-def test_batched_inference_equals_one_by_one(model, prompts, noise_wav_paths):
+def test_batched_inference_equals_one_by_one(vad_model, prompts, noise_wav_paths):
     sources = [read_wav(p) for p in prompts[:3]] + [read_wav(noise_wav_paths[0])]
     signals = [np.frombuffer(phone_line(x, r), np.int16) / 32768.0 for x, r in sources]
     steps = min(len(s) for s in signals) // CHUNK - 1
@@ -165,20 +153,20 @@ def test_batched_inference_equals_one_by_one(model, prompts, noise_wav_paths):
     singles = [np.zeros((2, 1, 128), np.float32) for _ in signals]
     for i in range(steps):
         chunks = np.stack([s[i * CHUNK : i * CHUNK + CONTEXT + CHUNK] for s in signals])
-        probs, states = model.infer(chunks.astype(np.float32), states)
+        probs, states = vad_model.infer(chunks.astype(np.float32), states)
         for b in range(batch):
-            p, singles[b] = model.infer(chunks[b : b + 1].astype(np.float32), singles[b])
+            p, singles[b] = vad_model.infer(chunks[b : b + 1].astype(np.float32), singles[b])
             assert probs[b] == pytest.approx(float(p[0]), abs=1e-5)
             np.testing.assert_allclose(states[:, b : b + 1], singles[b], atol=1e-5)
 
 
 @settings(max_examples=8, deadline=None)
 @given(sizes=st.lists(st.integers(1, 2000), min_size=1, max_size=8))
-def test_push_gives_the_same_probabilities_however_audio_is_cut(model, prompts, sizes):
+def test_push_gives_the_same_probabilities_however_audio_is_cut(vad_model, prompts, sizes):
     x, rate = read_wav(prompts[1])
     pcm = phone_line(x, rate)[: 2 * 16000]
-    reference, _ = run_vad(model, pcm)
-    stream, got, start, i = VadStream(model), [], 0, 0
+    reference, _ = run_vad(vad_model, pcm)
+    stream, got, start, i = VadStream(vad_model), [], 0, 0
     while start < len(pcm):
         size = 2 * sizes[i % len(sizes)]
         got += stream.push(pcm[start : start + size])

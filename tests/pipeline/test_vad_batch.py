@@ -9,20 +9,11 @@ import numpy as np
 import pytest
 
 from pipeline.denoise import make_denoiser
-from pipeline.models import ModelMissing
 from pipeline.vad import SileroModel, VadStream, shared_model
 from pipeline.vad_batch import Job, VadBatcher, batcher, listen
-from tests.corpus import select_prompts, skip_or_fail
+from tests.corpus import select_prompts
 
 FRAME_BYTES = 640  # 20 ms at 16 kHz
-
-
-@pytest.fixture(scope="module")
-def model() -> SileroModel:
-    try:
-        return shared_model()
-    except ModelMissing as exc:
-        skip_or_fail(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +31,9 @@ def frames(pcm: bytes, size: int = FRAME_BYTES) -> list[bytes]:
     return [pcm[i : i + size] for i in range(0, len(pcm), size)]
 
 
-def alone(model: SileroModel, pcm: bytes, size: int = FRAME_BYTES) -> tuple[bytes, list[float]]:
+def alone(vad_model: SileroModel, pcm: bytes, size: int = FRAME_BYTES) -> tuple[bytes, list[float]]:
     """One call's denoised audio and probabilities, unbatched."""
-    denoiser, stream = make_denoiser("speex"), VadStream(model)
+    denoiser, stream = make_denoiser("speex"), VadStream(vad_model)
     clean, probs = b"", []
     for frame in frames(pcm, size):
         out = denoiser.process(frame)
@@ -51,9 +42,9 @@ def alone(model: SileroModel, pcm: bytes, size: int = FRAME_BYTES) -> tuple[byte
     return clean, probs
 
 
-async def test_calls_batched_together_hear_what_they_hear_alone(model, calls_audio):
+async def test_calls_batched_together_hear_what_they_hear_alone(vad_model, calls_audio):
     async def call(pcm: bytes) -> tuple[bytes, list[float]]:
-        denoiser, stream = make_denoiser("speex"), VadStream(model)
+        denoiser, stream = make_denoiser("speex"), VadStream(vad_model)
         clean, probs = b"", []
         for frame in frames(pcm):
             out, p = await listen(stream, denoiser, frame)
@@ -63,7 +54,7 @@ async def test_calls_batched_together_hear_what_they_hear_alone(model, calls_aud
 
     together = await asyncio.gather(*(call(pcm) for pcm in calls_audio))
     for pcm, (clean, probs) in zip(calls_audio, together, strict=True):
-        reference_clean, reference_probs = alone(model, pcm)
+        reference_clean, reference_probs = alone(vad_model, pcm)
         assert clean == reference_clean
         assert len(probs) == len(reference_probs) == len(pcm) // 2 // 512
         np.testing.assert_allclose(probs, reference_probs, atol=1e-5)
@@ -73,8 +64,8 @@ async def test_calls_batched_together_hear_what_they_hear_alone(model, calls_aud
 class CountingModel:
     """The real model, counting runs and the batch size of each."""
 
-    def __init__(self, model: SileroModel) -> None:
-        self._model = model
+    def __init__(self, vad_model: SileroModel) -> None:
+        self._model = vad_model
         self.batches: list[int] = []
 
     def infer(self, chunks: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,9 +74,9 @@ class CountingModel:
 
 
 def test_one_run_scores_every_call_and_a_call_twice_in_a_batch_keeps_its_order(
-    model, calls_audio
+    vad_model, calls_audio
 ):
-    counting = CountingModel(model)
+    counting = CountingModel(vad_model)
     runner = VadBatcher(counting)  # process() directly: no thread
     loop = asyncio.new_event_loop()
     # 40 ms frames, so every call completes a chunk at least every other frame. Call 0 has two
@@ -111,7 +102,7 @@ def test_one_run_scores_every_call_and_a_call_twice_in_a_batch_keeps_its_order(
         loop.close()
     assert max(counting.batches) == len(sent)  # one run scored a chunk of every call
     for i, n in enumerate(per_batch):
-        _, reference = alone(model, b"".join(sent[i][: batches * n]), 2 * FRAME_BYTES)
+        _, reference = alone(vad_model, b"".join(sent[i][: batches * n]), 2 * FRAME_BYTES)
         np.testing.assert_allclose(got[i], reference, atol=1e-5)
 
 
@@ -126,8 +117,8 @@ class BrokenDenoiser:
         raise ValueError("odd audio")
 
 
-async def test_a_failing_call_fails_alone_and_a_gone_call_is_skipped(model):
-    good, bad, gone = VadStream(model), VadStream(model), VadStream(model)
+async def test_a_failing_call_fails_alone_and_a_gone_call_is_skipped(vad_model):
+    good, bad, gone = VadStream(vad_model), VadStream(vad_model), VadStream(vad_model)
     pending = asyncio.ensure_future(listen(gone, make_denoiser("none"), bytes(FRAME_BYTES)))
     pending.cancel()  # the call hung up while its frame was queued
     results = await asyncio.gather(
