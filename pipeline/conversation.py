@@ -304,6 +304,8 @@ class Conversation:
         now = time.monotonic()
         timings = TurnTimings(now - silence_secs, turn_decided=now, decided_by=decided_by)
         timings.smart_turn_secs = pause.verdict_secs
+        if pause.verdict is not None:  # decided without it: a queued question is never asked
+            pause.verdict.cancel()
         self._pause = None
         self.state = State.THINKING
         self._start_response(self._answer(pause, timings))

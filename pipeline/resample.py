@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import soxr
 
@@ -59,45 +61,86 @@ def _half_band_filter(taps: int = 96, cutoff_hz: float = 3800, rate: int = 16_00
 
 
 _HALF_BAND = _half_band_filter()
+_TAPS = len(_HALF_BAND)
+_HISTORY = {True: (_TAPS - 1) // 2, False: _TAPS - 1}
+"""Input samples the filter still needs from before a block: upsampling, 47 (the zero-stuffed
+signal's 95 holds 47 real ones); downsampling, 95."""
+_BLOCK = {True: 160, False: 320}
+"""Input samples per block: a 20 ms frame at the input rate."""
+
+
+def _half_band(extended: np.ndarray, up: bool, phase: int) -> np.ndarray:
+    """The filter over rows of [history, block] input samples: float32 [rows, outputs].
+
+    Upsampling stuffs a zero after every sample (doubled, to keep the gain) and keeps every
+    output; downsampling keeps every other output, starting at `phase`.
+    """
+    rows, width = extended.shape
+    if up:
+        signal = np.zeros((rows, 2 * width + 1), dtype=np.float32)
+        signal[:, 1::2] = 2 * extended
+    else:
+        signal = extended.astype(np.float32, copy=False)
+    windows = np.lib.stride_tricks.sliding_window_view(signal, _TAPS, axis=1)
+    filtered = windows @ _HALF_BAND[::-1]
+    return filtered if up else filtered[:, phase::2]
+
+
+@cache
+def _block_matrix(up: bool, phase: int) -> np.ndarray:
+    """The filter over one whole block as a matrix: [history + block] @ matrix = outputs."""
+    identity = np.eye(_HISTORY[up] + _BLOCK[up], dtype=np.float32)
+    return np.ascontiguousarray(_half_band(identity, up, phase))
 
 
 class HalfBandResampler:
     """Exact 2:1 conversion (8 kHz <-> 16 kHz) with a short FIR: 3 ms of delay, no bursts.
 
     soxr's block filter holds back 64 ms on average between 8 and 16 kHz, which the caller
-    hears twice per turn (inbound and outbound) and which delays barge-in; this polyphase-free
-    FIR keeps `len(taps) - 1` samples of history and returns every sample as soon as it can.
+    hears twice per turn (inbound and outbound) and which delays barge-in; this FIR keeps the
+    input it still needs and returns every sample as soon as it can.
+
+    A 20 ms frame is filtered as one product with a precomputed matrix. Besides being cheaper
+    (~7 against ~11 us a frame), a small product keeps the GIL: `np.convolve` releases it, and
+    on the event loop every release let the VAD or Smart Turn thread take the interpreter for
+    up to the switch interval (measured with one busy Python thread: 1.5 ms a frame).
+    Other sizes (a flush, an odd payload) go through the same filter without the matrix.
     """
 
-    __slots__ = ("_down", "_history", "_phase")
+    __slots__ = ("_history", "_phase", "_up")
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
         if (in_rate, out_rate) not in ((8000, 16000), (16000, 8000)):
             raise ValueError(f"HalfBandResampler converts 8k<->16k, not {in_rate} -> {out_rate}")
-        self._down = in_rate > out_rate
-        self._history = np.zeros(len(_HALF_BAND) - 1, dtype=np.float32)
-        self._phase = 0  # downsampling: index of the next kept sample, relative to this chunk
+        self._up = in_rate < out_rate
+        self._history = np.zeros(_HISTORY[self._up], dtype=np.float32)
+        self._phase = 0  # downsampling: index of the next kept sample, relative to the block
 
     def process(self, pcm: bytes) -> bytes:
-        if not pcm:  # np.convolve would swap its operands and invent samples
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        block, up = _BLOCK[self._up], self._up
+        outputs = []
+        for start in range(0, len(samples), block):
+            new = samples[start : start + block]
+            extended = np.concatenate((self._history, new))
+            self._history = extended[len(new) :]
+            if len(new) == block:
+                outputs.append(extended @ _block_matrix(up, self._phase))
+            else:
+                outputs.append(_half_band(extended[None], up, self._phase)[0])
+            if not up:
+                self._phase = (self._phase - len(new)) % 2
+        if not outputs:
             return b""
-        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-        if not self._down:
-            stuffed = np.zeros(2 * len(samples), dtype=np.float32)
-            stuffed[::2] = samples * 2
-            samples = stuffed
-        signal = np.concatenate((self._history, samples))
-        filtered = np.convolve(signal, _HALF_BAND, mode="valid")
-        self._history = signal[len(signal) - len(self._history) :]
-        if self._down:
-            kept = filtered[self._phase :: 2]
-            self._phase = (self._phase - len(filtered)) % 2
-            filtered = kept
-        return np.clip(np.rint(filtered), -32768, 32767).astype(np.int16).tobytes()
+        filtered = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        np.rint(filtered, out=filtered)
+        np.maximum(filtered, -32768, out=filtered)
+        np.minimum(filtered, 32767, out=filtered)
+        return filtered.astype(np.int16).tobytes()
 
     def flush(self) -> bytes:
         """Returns the filter's tail (its delay's worth of samples) and resets."""
-        fill = len(_HALF_BAND) // 2 if self._down else len(_HALF_BAND) // 4
+        fill = _TAPS // 2 if not self._up else _TAPS // 4
         tail = self.process(bytes(2 * fill))
         self._history[:] = 0
         self._phase = 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 import wave
 
 import numpy as np
@@ -153,3 +156,33 @@ def test_half_band_delay_is_a_few_milliseconds():
     assert 0 <= delay_secs < 0.004
     assert isinstance(stream_resampler(8000, 16000), HalfBandResampler)
     assert isinstance(stream_resampler(22050, 16000), StreamResampler)
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (16000, 8000)])
+def test_converting_a_frame_never_hands_the_gil_to_another_thread(in_rate, out_rate):
+    """On the event loop, a GIL release lets a busy VAD or Smart Turn thread run for up to the
+    switch interval (here 0.2 s): one release in 20 frames would show as seconds."""
+    frame = _tone(440, in_rate, 0.02).tobytes()
+    resampler = HalfBandResampler(in_rate, out_rate)
+    resampler.process(frame)  # builds the block's matrix
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(100))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.2)
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        time.sleep(0.01)
+        started = time.perf_counter()
+        for _ in range(20):
+            resampler.process(frame)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert elapsed < 0.1, elapsed

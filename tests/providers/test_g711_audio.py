@@ -44,8 +44,10 @@ def test_inbound_is_decode_then_one_shot_upsample(law, sizes):
     edge = G711Audio(law)
     out = np.frombuffer(b"".join(edge.inbound(p) for p in pieces(wire, sizes)), np.int16)
     whole = np.frombuffer(HalfBandResampler(8000, 16000).process(decode(wire)), np.int16)
-    # The 2:1 filter holds nothing back: every sample is out at once, as one-shot would give.
-    assert np.array_equal(out, whole) and len(out) == 2 * len(wire)
+    # The 2:1 filter holds nothing back: every sample is out at once, as one-shot would give
+    # (to float rounding: pieces cut across 20 ms blocks are filtered in another order).
+    assert len(out) == 2 * len(wire)
+    assert np.abs(out.astype(np.int32) - whole).max() <= 1
     assert peak_hz(out, 16000) == pytest.approx(1000, abs=5)
 
 
