@@ -13,28 +13,10 @@ from pipeline.agent import AgentConfig, FailuresConfig
 from pipeline.cloud_errors import ServiceError
 from pipeline.conversation import Conversation, Services, State
 from pipeline.llm.base import LLMEvent, Message, TextDelta
+from tests.pipeline.fakes import InstantOutput
 
 APOLOGY = "Sorry, something broke, please say that again."
 CHUNK = bytes(640)
-
-
-class Output:
-    def __init__(self) -> None:
-        self.played = 0
-        self.hung_up = False
-
-    def play(self, pcm: bytes, encoding: str = "pcm16k") -> asyncio.Future[float]:
-        self.played += len(pcm)
-        return _done(0.0)
-
-    def mark(self) -> asyncio.Future[bool]:
-        return _done(True)
-
-    def clear(self) -> float:
-        return 0.0
-
-    async def hang_up(self) -> None:
-        self.hung_up = True
 
 
 class TTS:
@@ -69,12 +51,6 @@ class LLM:
         yield TextDelta("Here is the answer. It has two sentences.")
 
 
-def _done(value: object) -> asyncio.Future:
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
-
-
 def _conversation(llm: LLM, tts: TTS, fallback: TTS, on_error: str = "continue", timeout=None):
     agent = AgentConfig(failures=FailuresConfig(apology=APOLOGY, on_error=on_error))
     services = Services(
@@ -82,7 +58,7 @@ def _conversation(llm: LLM, tts: TTS, fallback: TTS, on_error: str = "continue",
         fallback_tts=fallback, answer_timeout_secs=timeout,
     )  # fmt: skip
     errors: list[tuple[str, str]] = []
-    output = Output()
+    output = InstantOutput()
     conversation = Conversation(
         agent, services, output, on_error=lambda service, kind: errors.append((service, kind))
     )

@@ -24,6 +24,7 @@ from pipeline.stt.standin import StandinSTT
 from pipeline.tts.standin import StandinTTS, StandinTTSConfig
 from pipeline.turn_timing import TurnTimings
 from pipeline.vad import VadStream
+from tests.pipeline.fakes import InstantOutput
 
 SPEECH = np.full(320, 8000, dtype=np.int16).tobytes()  # 20 ms at 16 kHz
 SILENCE = bytes(640)
@@ -53,26 +54,6 @@ class UnansweredTurnDetector:
         return True, 1.0
 
 
-class Output:
-    def play(self, pcm: bytes, encoding: str = "pcm16k") -> asyncio.Future[float]:
-        return _done(0.0)
-
-    def mark(self) -> asyncio.Future[bool]:
-        return _done(True)
-
-    def clear(self) -> float:
-        return 0.0
-
-    async def hang_up(self) -> None:
-        pass
-
-
-def _done(value: object) -> asyncio.Future:
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
-
-
 async def test_a_turn_ended_by_silence_cancels_its_unanswered_smart_turn_question():
     agent = AgentConfig.model_validate(
         {
@@ -89,7 +70,7 @@ async def test_a_turn_ended_by_silence_cancels_its_unanswered_smart_turn_questio
         denoiser=make_denoiser("none"), turn_detector=detector,  # type: ignore[arg-type]
     )  # fmt: skip
     decided: list[TurnTimings] = []
-    conversation = Conversation(agent, services, Output(), on_turn=decided.append)
+    conversation = Conversation(agent, services, InstantOutput(), on_turn=decided.append)
     for pcm in [SPEECH] * 25 + [SILENCE] * 40:  # 0.5 s of speech, then 0.8 s of silence
         await conversation.hear(AudioFrame(pcm))
         await asyncio.sleep(0.005)
@@ -131,6 +112,7 @@ async def test_a_cancelled_question_still_waiting_for_the_pool_never_reaches_the
         queued = asyncio.create_task(smart_turn.is_complete(turn))
         await asyncio.sleep(0.05)
         queued.cancel()
+        await asyncio.sleep(0.05)  # the cancel reaches the pool's queue from a loop callback
     finally:
         model.release.set()
     assert all(complete for complete, _ in await asyncio.gather(*busy))
