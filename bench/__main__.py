@@ -35,7 +35,7 @@ from bench.procstat import (
     thread_cpu_secs,
 )
 from bench.report import markdown, plots, rss_slope_mb, server_turns, step_figures
-from bench.server import BenchServer, start_server
+from bench.server import BenchServer, standin_answer_secs, start_server
 from bench.twilio_wire import EncodedTurn
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -153,15 +153,17 @@ def latency(prompts: int = 5) -> dict[str, Any]:
     }
 
 
-def soak(turns: list[EncodedTurn], total: int, concurrency: int = 25) -> dict[str, Any]:
+def soak(
+    turns: list[EncodedTurn], total: int, answer_secs: float, concurrency: int = 25
+) -> dict[str, Any]:
     """`total` short calls, `concurrency` at a time: resources after each batch."""
     batches = []
     with tempfile.TemporaryDirectory() as workdir:
-        server = start_server(Path(workdir), "bench")
+        server = start_server(Path(workdir), "bench", answer_secs=answer_secs)
         try:
             for done in range(0, total, concurrency):
                 options = LoadOptions(server.url, concurrency, call_secs=4.0, ramp_secs=0.5,
-                                      barge_in_every=2)
+                                      answer_frames=round(answer_secs / TICK), barge_in_every=2)
                 step = _step(server, options, turns, baseline_secs=0.2)
                 time.sleep(0.5)
                 now = sample(server.pid)
@@ -204,8 +206,8 @@ def main() -> int:
     parser.add_argument("--steps", type=lambda s: tuple(int(n) for n in s.split(",")),
                         default=RAMP)
     parser.add_argument("--call-secs", type=float, default=40.0)
-    parser.add_argument("--answer-secs", type=float, default=3.0,
-                        help="stand-in agent audio per answer (a one-sentence reply)")
+    parser.add_argument("--answer-secs", type=float, default=standin_answer_secs(),
+                        help="stand-in agent audio per answer (default: bench.yaml's, 1 s)")
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--no-denoise", action="store_true", help="skip the noise evaluation")
     args = parser.parse_args()
@@ -218,7 +220,7 @@ def main() -> int:
         report["smoke"] = {k: v for k, v in step.items() if k != "_gaps"}
         _write("smoke.json", report["smoke"])
     elif args.soak:
-        report["soak"] = soak(turns, args.soak)
+        report["soak"] = soak(turns, args.soak, args.answer_secs)
         _write("soak.json", report["soak"])
     else:
         steps = ramp(turns, args.steps, args.call_secs, args.answer_secs)

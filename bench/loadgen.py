@@ -40,8 +40,8 @@ class LoadOptions:
     ramp_secs: float = 3.0
     """Calls start evenly spread over this time."""
     agent: str | None = "bench"
-    answer_frames: int = 150
-    """Frames of every agent answer (config/agents/bench.yaml speaks 3 s = 150 frames)."""
+    answer_frames: int = 50
+    """Frames of every agent answer (config/agents/bench.yaml speaks 1 s = 50 frames)."""
     barge_in_every: int = 3
     barge_onset_secs: float = 0.1
     """The barge-in speech starts this long after the answer's first audio arrives."""

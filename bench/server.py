@@ -49,6 +49,12 @@ class BenchServer:
         return self.process.wait()
 
 
+def standin_answer_secs(agent: str = "bench") -> float:
+    """How long the agent file's stand-in TTS speaks each sentence."""
+    spec = yaml.safe_load((AGENTS / f"{agent}.yaml").read_text())
+    return float(spec["tts"]["secs"])
+
+
 def start_server(
     workdir: Path, agent: str, max_concurrent: int = 1000, answer_secs: float | None = None
 ) -> BenchServer:

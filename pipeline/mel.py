@@ -60,17 +60,33 @@ _FILTERS = mel_filterbank()
 _WINDOW = hann_window()
 
 
-def log_mel(audio: np.ndarray) -> np.ndarray:
-    """Log-mel features [80, len(audio) // 160] of float32 mono audio at 16 kHz."""
+def constant_frames(lead_samples: int, n_frames: int) -> int:
+    """How many leading frames see only the first `lead_samples` samples (with the reflected
+    padding before them): frame k spans samples k*160 - 200 .. k*160 + 199, frame 0 reaching
+    sample 200 through the reflection."""
+    if lead_samples <= N_FFT // 2:
+        return 0
+    return min(n_frames, (lead_samples - N_FFT // 2) // HOP + 1)
+
+
+def log_mel(audio: np.ndarray, constant_lead: int = 0) -> np.ndarray:
+    """Log-mel features [80, len(audio) // 160] of float32 mono audio at 16 kHz.
+
+    `constant_lead` says the first that many samples hold one value (a left padding): the
+    frames that see only them are alike, so one is computed and stands for them all.
+    """
     n_frames = len(audio) // HOP
     if n_frames == 0:
         return np.zeros((N_MELS, 0), dtype=np.float32)
     half = N_FFT // 2
     padded = np.pad(audio.astype(np.float32, copy=False), half, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:n_frames]
-    spectrum = np.fft.rfft(frames * _WINDOW, axis=-1)
+    alike = max(0, constant_frames(constant_lead, n_frames) - 1)
+    spectrum = np.fft.rfft(frames[alike:] * _WINDOW, axis=-1)
     power = spectrum.real**2 + spectrum.imag**2  # [frames, bins]
     mel = _FILTERS @ power.T  # [mels, frames]
+    if alike:
+        mel = np.concatenate((np.broadcast_to(mel[:, :1], (N_MELS, alike)), mel), axis=1)
     np.maximum(mel, 1e-10, out=mel)
     np.log10(mel, out=mel)
     np.maximum(mel, mel.max() - 8.0, out=mel)

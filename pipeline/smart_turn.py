@@ -46,14 +46,15 @@ def features(pcm16k: bytes | np.ndarray) -> np.ndarray:
         if samples.dtype != np.int16 or samples.ndim != 1:
             raise TypeError(f"expected 1-D int16 PCM, got {samples.dtype} {samples.shape}")
     tail = samples[-WINDOW_SAMPLES:]
+    padding = WINDOW_SAMPLES - len(tail)
     audio = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
-    speech = audio[WINDOW_SAMPLES - len(tail) :]
+    speech = audio[padding:]
     np.multiply(tail, _SCALE, out=speech)
     mean = audio.mean(dtype=np.float64)
     std = np.sqrt(audio.var(dtype=np.float64) + _VAR_EPS)
     audio -= np.float32(mean)
     audio *= np.float32(1.0 / std)
-    return log_mel(audio)
+    return log_mel(audio, constant_lead=padding)
 
 
 class SmartTurnModel:

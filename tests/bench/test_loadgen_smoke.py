@@ -27,9 +27,9 @@ def test_wire_roundtrip_measures_media_without_decoding() -> None:
 async def test_three_calls_without_failures(tmp_path) -> None:
     asterisk_prompts()  # skips, or fails under CI=true, without the speech corpus
     turns = load_turns(limit=4)
-    server = start_server(tmp_path, "bench", answer_secs=1.0)  # short answers: more turns
+    server = start_server(tmp_path, "bench")  # bench.yaml answers every turn with 1 s of audio
     try:
-        options = LoadOptions(server.url, calls=3, call_secs=10.0, ramp_secs=0.5, answer_frames=50)
+        options = LoadOptions(server.url, calls=3, call_secs=10.0, ramp_secs=0.5)
         result = await run_load(options, turns)
     finally:
         assert server.stop() == 0

@@ -41,3 +41,24 @@ def test_log_mel_matches_faster_whisper(seconds):
 
 def test_log_mel_of_nothing_is_empty():
     assert log_mel(np.zeros(100, dtype=np.float32)).shape == (N_MELS, 0)
+
+
+@pytest.mark.parametrize("lead", [0, 150, 200, 201, 360, 361, 16_000, 48_123, 127_999, 128_000])
+def test_a_constant_lead_is_computed_once_with_the_same_result(lead):
+    """Smart Turn's window is mostly left padding: the frames that see only it are alike."""
+    rng = np.random.default_rng(lead)
+    audio = np.full(128_000, -0.37, dtype=np.float32)
+    audio[lead:] = rng.standard_normal(128_000 - lead).astype(np.float32)
+    np.testing.assert_allclose(log_mel(audio, constant_lead=lead), log_mel(audio), atol=1e-6)
+
+
+def test_only_frames_that_end_inside_the_lead_are_taken_as_alike():
+    """Frame k spans samples k * 160 - 200 .. k * 160 + 199. With a true lead of 8,200
+    samples, frame 50 (ending on 8,199) is the last one alike; a lead claimed 160 samples
+    too long makes frame 51 stand for the padding, and the frames before it show it."""
+    audio = np.full(16_000, 0.25, dtype=np.float32)
+    audio[8_200:] = np.random.default_rng(3).standard_normal(16_000 - 8_200)
+    exact = log_mel(audio)
+    np.testing.assert_allclose(log_mel(audio, constant_lead=8_200), exact, atol=1e-6)
+    wrong = np.abs(log_mel(audio, constant_lead=8_360) - exact).max(axis=0)
+    assert wrong[:51].min() > 0.1 and wrong[51:].max() < 1e-6
