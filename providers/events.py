@@ -17,6 +17,10 @@ class ProtocolError(Exception):
         self.fatal = fatal
 
 
+class StreamNotStarted(RuntimeError):
+    """An outbound message was asked for before the provider's `start` named the stream."""
+
+
 @dataclass(frozen=True, slots=True)
 class CallStarted:
     provider_call_id: str

@@ -30,20 +30,22 @@ from providers.events import (
     Event,
     PlaybackMarked,
     ProtocolError,
+    StreamNotStarted,
 )
-from providers.json_fields import int_or_none, require_object, require_string
-
-MAX_MESSAGE_CHARS = 64 * 1024
-"""Largest inbound text frame we parse. Plivo's biggest message is `start` (plus at most 512
-bytes of extra headers, which ride on every message); a 20 ms media message is ~300 chars."""
+from providers.json_fields import (
+    dtmf_key,
+    int_or_none,
+    parse_message,
+    payload_audio,
+    require_object,
+    require_string,
+)
 
 MAX_PENDING_CHECKPOINTS = 4096
 """Checkpoints remembered until acknowledged; beyond this the oldest are forgotten."""
 
 MAX_PENDING_CLEARS = 256
 """Clears remembered until Plivo acknowledges them; beyond this the oldest are forgotten."""
-
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class PlivoProtocolError(ProtocolError):
@@ -52,10 +54,6 @@ class PlivoProtocolError(ProtocolError):
     `fatal` tells the edge whether the stream can go on (drop this message and log) or must end
     (the state of the stream is broken, or the peer is not a genuine Plivo audio stream).
     """
-
-
-class StreamNotStarted(RuntimeError):
-    """Outbound message requested before Plivo's `start` told us the streamId."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +143,7 @@ class PlivoMediaProtocol:
 
     def receive_text(self, message: str) -> list[Event]:
         """Parse one inbound text frame into events; raise PlivoProtocolError."""
-        if len(message) > MAX_MESSAGE_CHARS:
-            raise _broken(f"message of {len(message)} chars exceeds {MAX_MESSAGE_CHARS}")
-        try:
-            msg = json.loads(message)
-        except (ValueError, RecursionError) as exc:
-            raise _bad("message is not valid JSON") from exc
-        if not isinstance(msg, dict):
-            raise _bad("message is not a JSON object")
+        msg = parse_message(message, PlivoProtocolError)
         if self.stopped:
             raise _broken("message after stop")
 
@@ -170,10 +161,7 @@ class PlivoMediaProtocol:
             return [PlaybackMarked(name) for name in batch]
         if event == "dtmf":
             self._require_started(event)
-            digit = _object(msg, "dtmf").get("digit")
-            if not isinstance(digit, str) or digit.upper() not in DTMF_DIGITS:
-                raise _bad("dtmf digit is missing or not a DTMF key")
-            return [Dtmf(digit.upper())]
+            return [Dtmf(dtmf_key(msg, PlivoProtocolError))]
         if event == "stop":
             self._require_started(event)
             self.stopped = True
@@ -225,13 +213,7 @@ class PlivoMediaProtocol:
         stream_id = msg.get("streamId")
         if stream_id is not None and stream_id != self.stream_id:
             raise _bad("media for another streamId")
-        payload = media.get("payload")
-        if not isinstance(payload, str):
-            raise _bad("media payload is missing or not a string")
-        try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise _bad("media payload is not valid base64") from exc
+        audio = payload_audio(media, PlivoProtocolError)
         chunk = int_or_none(media.get("chunk"))
         if chunk is not None:
             if self._last_chunk is not None and chunk != self._last_chunk + 1:

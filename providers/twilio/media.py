@@ -20,14 +20,16 @@ from providers.events import (
     Event,
     PlaybackMarked,
     ProtocolError,
+    StreamNotStarted,
 )
-from providers.json_fields import int_or_none, require_object, require_string
-
-MAX_MESSAGE_CHARS = 64 * 1024
-"""Largest inbound text frame we parse. Twilio's biggest message (`start` with custom
-parameters) is a few KiB; a 20 ms media message is about 300 characters."""
-
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
+from providers.json_fields import (
+    dtmf_key,
+    int_or_none,
+    parse_message,
+    payload_audio,
+    require_object,
+    require_string,
+)
 
 
 class TwilioProtocolError(ProtocolError):
@@ -36,10 +38,6 @@ class TwilioProtocolError(ProtocolError):
     `fatal` tells the edge whether the stream can go on (drop this message and log) or must end
     (the state of the stream is broken, or the peer is not a genuine Twilio media stream).
     """
-
-
-class StreamNotStarted(RuntimeError):
-    """Outbound message requested before Twilio's `start` told us the streamSid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +93,7 @@ class TwilioMediaProtocol:
 
     def receive_text(self, message: str) -> list[Event]:
         """Parse one inbound text frame into zero or one events; raise TwilioProtocolError."""
-        if len(message) > MAX_MESSAGE_CHARS:
-            raise _broken(f"message of {len(message)} chars exceeds {MAX_MESSAGE_CHARS}")
-        try:
-            msg = json.loads(message)
-        except (ValueError, RecursionError) as exc:
-            raise _bad("message is not valid JSON") from exc
-        if not isinstance(msg, dict):
-            raise _bad("message is not a JSON object")
+        msg = parse_message(message, TwilioProtocolError)
         if self.stopped:
             raise _broken("message after stop")
 
@@ -118,10 +109,7 @@ class TwilioMediaProtocol:
             return [PlaybackMarked(_string(_object(msg, "mark"), "name"))]
         if event == "dtmf":
             self._require_started("dtmf")
-            digit = _object(msg, "dtmf").get("digit")
-            if not isinstance(digit, str) or digit.upper() not in DTMF_DIGITS:
-                raise _bad("dtmf digit is missing or not a DTMF key")
-            return [Dtmf(digit.upper())]
+            return [Dtmf(dtmf_key(msg, TwilioProtocolError))]
         if event == "stop":
             self._require_started("stop")
             self.stopped = True
@@ -190,13 +178,7 @@ class TwilioMediaProtocol:
         sid = msg.get("streamSid")
         if sid is not None and sid != self.stream_sid:
             raise _bad("media for another streamSid")
-        payload = media.get("payload")
-        if not isinstance(payload, str):
-            raise _bad("media payload is missing or not a string")
-        try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise _bad("media payload is not valid base64") from exc
+        audio = payload_audio(media, TwilioProtocolError)
         if not audio:
             return []
         return [AudioIn(audio, int_or_none(media.get("timestamp")))]

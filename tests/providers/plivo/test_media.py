@@ -5,14 +5,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.events import AudioIn, CallStarted, CallStopped, Dtmf, PlaybackMarked
-from providers.plivo.media import (
-    MAX_MESSAGE_CHARS,
-    PlivoMediaProtocol,
-    PlivoProtocolError,
+from providers.events import (
+    AudioIn,
+    CallStarted,
+    CallStopped,
+    Dtmf,
+    PlaybackMarked,
     StreamNotStarted,
-    parse_extra_headers,
 )
+from providers.json_fields import MAX_MESSAGE_CHARS
+from providers.plivo.media import PlivoMediaProtocol, PlivoProtocolError, parse_extra_headers
 
 CALL_ID = "12345678-1234-1234-1234-123456789abc"
 STREAM_ID = "87654321-4321-4321-4321-cba987654321"

@@ -5,15 +5,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.events import AudioIn, CallStarted, CallStopped, Dtmf, PlaybackMarked
-from providers.twilio import media as media_module
-from providers.twilio.media import (
-    MAX_MESSAGE_CHARS,
-    SUPPORTED_FORMAT,
+from providers.events import (
+    AudioIn,
+    CallStarted,
+    CallStopped,
+    Dtmf,
+    PlaybackMarked,
     StreamNotStarted,
-    TwilioMediaProtocol,
-    TwilioProtocolError,
 )
+from providers.json_fields import MAX_MESSAGE_CHARS
+from providers.twilio import media as media_module
+from providers.twilio.media import SUPPORTED_FORMAT, TwilioMediaProtocol, TwilioProtocolError
 
 STREAM_SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 CALL_SID = "CA7ab1f3c9d2e04b6f8a5c3d2e1f0a9b8c"
