@@ -12,7 +12,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.cloud_errors import ServiceError, from_httpx
-from pipeline.llm.openai import OpenAIEndpoint
+from pipeline.openai_endpoint import OpenAIEndpoint
 
 log = structlog.get_logger()
 

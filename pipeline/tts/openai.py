@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.cloud_errors import ServiceError, from_httpx
 from pipeline.frames import AudioEncoding
-from pipeline.llm.openai import OpenAIEndpoint
+from pipeline.openai_endpoint import OpenAIEndpoint
 from pipeline.resample import StreamResampler
 
 log = structlog.get_logger()

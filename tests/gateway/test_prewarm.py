@@ -7,7 +7,7 @@ import asyncio
 
 from gateway.prewarm import Prewarmer
 from pipeline.agent import AgentConfig
-from pipeline.llm.openai import close_shared_clients
+from pipeline.openai_endpoint import close_shared_clients
 from tests.fakes.openai_server import FakeOpenAI
 
 

@@ -12,14 +12,8 @@ from structlog.testing import capture_logs
 
 from pipeline.cloud_errors import ServiceError
 from pipeline.llm.base import Message, TextDelta, ToolCall
-from pipeline.llm.openai import (
-    OpenAILLM,
-    OpenAILLMConfig,
-    api_messages,
-    close_shared_clients,
-    shared_client,
-    trim_to_budget,
-)
+from pipeline.llm.openai import OpenAILLM, OpenAILLMConfig, api_messages, trim_to_budget
+from pipeline.openai_endpoint import close_shared_clients, shared_client
 from pipeline.tools import BUILTIN_SPECS
 from tests.fakes.openai_server import (
     ConnectionDropper,

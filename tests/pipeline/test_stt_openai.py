@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from pipeline.cloud_errors import ServiceError
-from pipeline.llm.openai import close_shared_clients
+from pipeline.openai_endpoint import close_shared_clients
 from pipeline.stt.openai import OpenAISTT, OpenAISTTConfig, wav_header
 from tests.fakes.openai_server import ConnectionDropper, FakeOpenAI, error_reply
 

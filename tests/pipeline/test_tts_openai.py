@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.cloud_errors import ServiceError
-from pipeline.llm.openai import close_shared_clients
+from pipeline.openai_endpoint import close_shared_clients
 from pipeline.resample import StreamResampler
 from pipeline.tts.openai import OpenAITTS, OpenAITTSConfig
 from tests.fakes.openai_server import FakeOpenAI, SpeechReply, error_reply, tone
