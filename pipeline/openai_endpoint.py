@@ -36,7 +36,8 @@ def shared_client(base_url: str) -> httpx.AsyncClient:
 
 
 async def close_shared_clients() -> None:
-    """Closes this loop's shared clients (at shutdown; tests between loops)."""
+    """Closes this loop's shared clients (tests, between event loops; a server process just
+    exits, and the kernel closes its connections)."""
     loop = asyncio.get_running_loop()
     for base_url, (owner, client) in list(_clients.items()):
         if owner is loop:
