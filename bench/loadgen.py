@@ -15,13 +15,14 @@ import itertools
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench.farend import AnswerTracker, CallStats, FarEnd
+from bench.server import standin_answer_secs
 from bench.twilio_wire import SILENCE_B64, EncodedTurn, TwilioWire, classify, encode_turn
 from gateway.simulated_audio import load_caller_wav
 from gateway.simulated_twilio import TwilioDialect
@@ -40,8 +41,8 @@ class LoadOptions:
     ramp_secs: float = 3.0
     """Calls start evenly spread over this time."""
     agent: str | None = "bench"
-    answer_frames: int = 50
-    """Frames of every agent answer (config/agents/bench.yaml speaks 1 s = 50 frames)."""
+    answer_frames: int = field(default_factory=lambda: round(standin_answer_secs() / TICK))
+    """Frames of every agent answer; by default as long as config/agents/bench.yaml speaks."""
     barge_in_every: int = 3
     barge_onset_secs: float = 0.1
     """The barge-in speech starts this long after the answer's first audio arrives."""

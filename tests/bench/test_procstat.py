@@ -16,16 +16,21 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="ne
 
 
 def test_cpu_is_counted_per_named_thread() -> None:
+    halfway = threading.Event()
+
     def burn() -> None:
         name_native_thread()
-        end = time.thread_time() + 0.3
-        while time.thread_time() < end:
+        start = time.thread_time()
+        while time.thread_time() < start + 0.1:
+            pass
+        halfway.set()  # a loaded machine may not run this thread for a while: no fixed sleep
+        while time.thread_time() < start + 0.3:
             pass
 
     before = thread_cpu_secs(os.getpid())
     worker = threading.Thread(target=burn, name="burner_3")
     worker.start()
-    time.sleep(0.15)
+    assert halfway.wait(timeout=30)
     during = thread_cpu_secs(os.getpid())  # read while the thread lives: ended ones vanish
     worker.join()
     assert "burner" not in before
