@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvloop
 
 from bench import denoise_eval
 from bench.loadgen import TICK, LoadOptions, LoadResult, load_turns, run_load
@@ -77,10 +76,7 @@ def _step(
     server: BenchServer, options: LoadOptions, turns: list[EncodedTurn], baseline_secs: float = 2.0
 ) -> dict[str, Any]:
     log_mark = server.log_path.stat().st_size
-    # The calls come from this process, on the cores the server runs on: uvloop, as the
-    # server has, keeps the load generator's share of them small.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result, sampler, idle = runner.run(_measured(server, options, turns, baseline_secs))
+    result, sampler, idle = asyncio.run(_measured(server, options, turns, baseline_secs))
     with server.log_path.open() as log:
         log.seek(log_mark)
         records = [json.loads(line) for line in log if line.startswith("{")]
