@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from bench import denoise_eval
-from bench.loadgen import TICK, LoadOptions, LoadResult, load_turns, run_load
+from bench.loadgen import LoadOptions, LoadResult, frames_in, load_turns, run_load
 from bench.procstat import (
     Sampler,
     cpu_percent,
@@ -113,7 +113,7 @@ def ramp(
             for n in steps:
                 spread = min(5.0, n / 10)
                 options = LoadOptions(server.url, n, call_secs=call_secs, ramp_secs=spread,
-                                      answer_frames=round(answer_secs / TICK))
+                                      answer_frames=frames_in(answer_secs))
                 step = _step(server, options, turns)
                 if not step["holds_load"] and step["host_contended"]:
                     step = _step(server, options, turns)  # once more, hoping for a quiet host
@@ -163,7 +163,7 @@ def soak(
         try:
             for done in range(0, total, concurrency):
                 options = LoadOptions(server.url, concurrency, call_secs=4.0, ramp_secs=0.5,
-                                      answer_frames=round(answer_secs / TICK), barge_in_every=2)
+                                      answer_frames=frames_in(answer_secs), barge_in_every=2)
                 step = _step(server, options, turns, baseline_secs=0.2)
                 time.sleep(0.5)
                 now = sample(server.pid)

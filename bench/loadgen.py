@@ -32,6 +32,11 @@ PHASES = 4
 """Calls are spread over this many phases of the 20 ms frame (one phase per 5 ms tick)."""
 
 
+def frames_in(secs: float) -> int:
+    """How many 20 ms frames last `secs` seconds."""
+    return round(secs / TICK)
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     gateway: str
@@ -41,7 +46,7 @@ class LoadOptions:
     ramp_secs: float = 3.0
     """Calls start evenly spread over this time."""
     agent: str | None = "bench"
-    answer_frames: int = field(default_factory=lambda: round(standin_answer_secs() / TICK))
+    answer_frames: int = field(default_factory=lambda: frames_in(standin_answer_secs()))
     """Frames of every agent answer; by default as long as config/agents/bench.yaml speaks."""
     barge_in_every: int = 3
     barge_onset_secs: float = 0.1
