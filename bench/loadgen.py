@@ -104,9 +104,9 @@ class SimCall:
             url, additional_headers=headers, compression=None, proxy=None,
             ping_interval=None, close_timeout=2, open_timeout=20,
         )
-        self._wire = TwilioWire(dialect.account_sid, dialect.call_sid, dialect.stream_sid)
-        await self.ws.send(self._wire.connected())
-        await self.ws.send(self._wire.start(answer.parameters))
+        self._wire = TwilioWire(dialect)
+        await self.ws.send(dialect.connected())
+        await self.ws.send(dialect.start(answer.parameters))
         self._t0 = time.monotonic()
 
     # -- gateway -> phone --------------------------------------------------------------------
@@ -159,7 +159,7 @@ class SimCall:
 
     def _mark_echoes(self, names: list[str]) -> list[str]:
         assert self._wire is not None
-        return [self._wire.mark(name) for name in names]
+        return [self._wire.dialect.mark(name) for name in names]
 
     # -- phone -> gateway --------------------------------------------------------------------
 
@@ -175,7 +175,7 @@ class SimCall:
             out.append(self._wire.media(self._step(now)))
             self._frames_sent += 1
             if self.done:
-                out.append(self._wire.stop())
+                out.append(self._wire.dialect.stop())
                 break
         return out
 

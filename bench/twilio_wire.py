@@ -2,7 +2,7 @@
 
 Outbound media messages are filled into a template around payloads that were base64-encoded
 once for all calls; inbound agent audio is recognised and measured without decoding it.
-Webhook, TwiML and SIDs come from `gateway.simulated_twilio.TwilioDialect`.
+Webhook, TwiML, SIDs and the other messages come from `gateway.simulated_twilio.TwilioDialect`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.simulated_audio import FRAME_SAMPLES, ULAW_SILENCE, CallerAudio
+from gateway.simulated_twilio import TwilioDialect
 
 SILENCE_B64 = base64.b64encode(ULAW_SILENCE).decode("ascii")
 MEDIA_EVENT = '{"event":"media"'
@@ -37,51 +38,21 @@ def encode_turn(name: str, audio: CallerAudio) -> EncodedTurn:
 
 
 class TwilioWire:
-    """Messages of one stream, numbered the way Twilio numbers them (`sequenceNumber`)."""
+    """The media messages of one stream, filled into a template; its other messages, and the
+    `sequenceNumber` they all share, come from the call's `TwilioDialect`."""
 
-    def __init__(self, account_sid: str, call_sid: str, stream_sid: str) -> None:
-        self.account_sid, self.call_sid, self.stream_sid = account_sid, call_sid, stream_sid
-        self._sequence = 0
+    def __init__(self, dialect: TwilioDialect) -> None:
+        self.dialect = dialect
         self._chunk = 0
-
-    def _next(self) -> int:
-        self._sequence += 1
-        return self._sequence
-
-    def _message(self, event: str, **body: object) -> str:
-        message = {"event": event, "sequenceNumber": str(self._next()), **body}
-        return json.dumps({**message, "streamSid": self.stream_sid}, separators=(",", ":"))
-
-    def connected(self) -> str:
-        return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-
-    def start(self, parameters: dict[str, str]) -> str:
-        return self._message(
-            "start",
-            start={
-                "accountSid": self.account_sid,
-                "streamSid": self.stream_sid,
-                "callSid": self.call_sid,
-                "tracks": ["inbound"],
-                "customParameters": parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        )
 
     def media(self, payload: str) -> str:
         self._chunk += 1
         return (
-            f'{{"event":"media","sequenceNumber":"{self._next()}","media":{{"track":"inbound",'
-            f'"chunk":"{self._chunk}","timestamp":"{(self._chunk - 1) * 20}",'
-            f'"payload":"{payload}"}},"streamSid":"{self.stream_sid}"}}'
+            f'{{"event":"media","sequenceNumber":"{self.dialect.next_sequence()}",'
+            f'"media":{{"track":"inbound","chunk":"{self._chunk}",'
+            f'"timestamp":"{(self._chunk - 1) * 20}","payload":"{payload}"}},'
+            f'"streamSid":"{self.dialect.stream_sid}"}}'
         )
-
-    def mark(self, name: str) -> str:
-        return self._message("mark", mark={"name": name})
-
-    def stop(self) -> str:
-        ids = {"accountSid": self.account_sid, "callSid": self.call_sid}
-        return self._message("stop", stop=ids)
 
 
 Inbound = tuple[Literal["media", "mark", "clear", "other"], int | str]

@@ -15,12 +15,17 @@ import json
 import secrets
 import time
 import uuid
-from urllib.parse import quote, urlsplit, urlunsplit
-from xml.etree import ElementTree as ET
+from urllib.parse import quote
 
 from gateway.plivo_routes import CALL_ID_HEADER, TOKEN_HEADER
 from gateway.security import InvalidToken, decode_token_alnum
-from gateway.simulated_twilio import Answer, Inbound, WebhookRequest
+from gateway.simulated_twilio import (
+    Answer,
+    Inbound,
+    WebhookRequest,
+    media_socket_url,
+    read_response,
+)
 from providers.plivo.media import parse_extra_headers
 from providers.plivo.signature import signature_headers
 
@@ -77,12 +82,7 @@ class PlivoDialect:
         The answer's parameters are what the phone needs from the extra headers: the call token
         (back in its usual form, to read the transcript with) and the call id.
         """
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError as exc:
-            raise ValueError(f"answer is not XML: {exc}") from exc
-        if root.tag != "Response":
-            raise ValueError(f"answer root is <{root.tag}>, not <Response>")
+        root = read_response(body)
         verbs = [child.tag for child in root]
         stream = root.find("Stream")
         speak = root.find("Speak")
@@ -104,9 +104,7 @@ class PlivoDialect:
         """Where to open the media socket (the gateway, with the stream URL's path and query)
         and the upgrade headers: a V3 signature of a GET of the stream URL's http(s) form, as
         Plivo's stream SDKs check it."""
-        scheme = "wss" if urlsplit(gateway).scheme == "https" else "ws"
-        stream = urlsplit(stream_url)
-        ws_url = urlunsplit((scheme, urlsplit(gateway).netloc, stream.path, stream.query, ""))
+        ws_url = media_socket_url(gateway, stream_url)
         if not self._auth_token:
             return ws_url, {}
         signed_url = "http" + stream_url.removeprefix("ws")

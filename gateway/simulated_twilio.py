@@ -25,6 +25,25 @@ def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
+def read_response(body: str) -> ET.Element:
+    """The root of a provider's answer document; ValueError unless it is `<Response>` XML."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise ValueError(f"answer is not XML: {exc}") from exc
+    if root.tag != "Response":
+        raise ValueError(f"answer root is <{root.tag}>, not <Response>")
+    return root
+
+
+def media_socket_url(gateway: str, stream_url: str) -> str:
+    """The stream URL's path and query on the gateway: the phone reaches the gateway directly,
+    whatever public host the answer names."""
+    scheme = "wss" if urlsplit(gateway).scheme == "https" else "ws"
+    stream = urlsplit(stream_url)
+    return urlunsplit((scheme, urlsplit(gateway).netloc, stream.path, stream.query, ""))
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
     url: str  # where to POST (the gateway itself)
@@ -95,12 +114,7 @@ class TwilioDialect:
     @staticmethod
     def parse_answer(body: str) -> Answer:
         """Read TwiML; raises ValueError if it is not a `<Response>` document."""
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError as exc:
-            raise ValueError(f"answer is not XML: {exc}") from exc
-        if root.tag != "Response":
-            raise ValueError(f"answer root is <{root.tag}>, not <Response>")
+        root = read_response(body)
         verbs = [child.tag for child in root]
         stream = root.find("Connect/Stream")
         say = root.find("Say")
@@ -114,17 +128,18 @@ class TwilioDialect:
     def stream_target(self, gateway: str, stream_url: str) -> tuple[str, dict[str, str]]:
         """Where to open the media socket (the gateway, with the Stream URL's path and query)
         and the upgrade headers: the signature covers the exact Stream URL, with no params."""
-        scheme = "wss" if urlsplit(gateway).scheme == "https" else "ws"
-        stream = urlsplit(stream_url)
-        ws_url = urlunsplit((scheme, urlsplit(gateway).netloc, stream.path, stream.query, ""))
-        return ws_url, self._sign(stream_url, {})
+        return media_socket_url(gateway, stream_url), self._sign(stream_url, {})
+
+    def next_sequence(self) -> int:
+        """The `sequenceNumber` of the stream's next message (the first is 1)."""
+        self._sequence += 1
+        return self._sequence
 
     def _message(self, event: str, **body: object) -> str:
-        self._sequence += 1
         return json.dumps(
             {
                 "event": event,
-                "sequenceNumber": str(self._sequence),
+                "sequenceNumber": str(self.next_sequence()),
                 **body,
                 "streamSid": self.stream_sid,
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -9,14 +10,20 @@ import pytest
 from bench.loadgen import LoadOptions, load_turns, run_load
 from bench.server import start_server
 from bench.twilio_wire import SILENCE_B64, TwilioWire, classify
+from gateway.simulated_twilio import TwilioDialect
 from tests.corpus import asterisk_prompts
 
 
 def test_wire_roundtrip_measures_media_without_decoding() -> None:
-    wire = TwilioWire("AC1", "CA1", "MZ1")
+    dialect = TwilioDialect(None, "+15005550006", "+15005550001")
+    wire = TwilioWire(dialect)
+    assert json.loads(dialect.connected())["event"] == "connected"
     message = wire.media(SILENCE_B64)
     assert classify(message) == ("media", 160)
-    assert '"sequenceNumber":"1"' in message and '"chunk":"1"' in message
+    fields = json.loads(message)
+    assert fields["sequenceNumber"] == "1" and fields["media"]["chunk"] == "1"
+    assert fields["streamSid"] == dialect.stream_sid
+    assert json.loads(dialect.mark("m1"))["sequenceNumber"] == "2"  # one count for both
     assert classify('{"event":"mark","streamSid":"MZ1","mark":{"name":"m3"}}') == ("mark", "m3")
     assert classify('{"event":"clear","streamSid":"MZ1"}') == ("clear", 0)
     with pytest.raises(ValueError):
